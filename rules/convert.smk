@@ -1,0 +1,23 @@
+# Convert: originals -> open formats, inside the trusted zone (originals are never modified).
+
+
+rule convert_item:
+    input:
+        item=get_item_json,
+        originals=get_item_originals,
+    output:
+        directory("results/convert/{item}"),
+    params:
+        flags=get_convert_flags,
+    log:
+        "logs/convert_item/{item}.log",
+    benchmark:
+        "benchmarks/convert_item/{item}.tsv"
+    threads: 1
+    resources:
+        mem_mb=get_item_mem_mb,
+        runtime=60,
+    conda:
+        ENV
+    shell:
+        "imagedepot convert item {input.item:q} {output:q} {params.flags} > {log:q} 2>&1"

@@ -1,0 +1,70 @@
+"""``imagedepot stage``: prepare what leaves the trusted zone, locally and idempotently."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from imagedepot.cli._common import add_config_options, get_config, load_policies
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Add the ``stage`` verb and its subcommands."""
+    p = sub.add_parser("stage", help="stage de-identified outputs for a destination (no network)")
+    ssub = p.add_subparsers(dest="stage_command", metavar="COMMAND")
+    ssub.required = True
+    s = ssub.add_parser(
+        "local",
+        help="stage into a local deposit folder with a checksum manifest",
+        description=(
+            "Copy every item that passed de-identification and the leak gate, and whose policy allows "
+            "the destination's class, into OUT with one FHIR bundle per dataset, MANIFEST.sha256, "
+            "manifest.json and summary.json. Trusted-zone records (inbox paths, action logs, linkage) "
+            "are never copied."
+        ),
+    )
+    s.add_argument("destination", help="destination name from the config")
+    s.add_argument("out", help="folder to create (replaced atomically)")
+    s.add_argument("--manifest", required=True, help="manifest from `imagedepot scan`")
+    s.add_argument("--deid-root", required=True, help="folder of de-identified item folders")
+    s.add_argument("--leak-root", required=True, help="folder of item leak reports")
+    s.add_argument("--fhir-root", required=True, help="folder of FHIR bundles")
+    add_config_options(s)
+    s.set_defaults(func=run_local)
+    v = ssub.add_parser("verify", help="re-check a staged folder against its manifest")
+    v.add_argument("folder")
+    v.set_defaults(func=run_verify)
+
+
+def run_local(args: argparse.Namespace) -> int:
+    """Stage one destination."""
+    from imagedepot.stage import StageInputs, stage_destination
+
+    config = get_config(args)
+    assert config is not None
+    dest = config["destinations"].get(args.destination)
+    if dest is None:
+        raise SystemExit(f"imagedepot stage local: unknown destination {args.destination!r}")
+    report = stage_destination(
+        args.destination,
+        dest["class"],
+        StageInputs(Path(args.manifest), Path(args.deid_root), Path(args.leak_root), Path(args.fhir_root)),
+        args.out,
+        policies=load_policies(config),
+    )
+    print(
+        f"stage {args.destination}: {len(report.staged)} item(s), {report.files} file(s), "
+        f"{len(report.skipped)} skipped -> {args.out}"
+    )
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Verify a staged folder; exit 1 on any problem."""
+    from imagedepot.stage import verify_stage
+
+    problems = verify_stage(args.folder)
+    for p in problems:
+        print(f"{args.folder}: {p}")
+    print(f"verify {args.folder}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 1 if problems else 0

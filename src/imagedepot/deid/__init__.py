@@ -1,0 +1,1 @@
+"""De-identification: policies, pseudonyms, DICOM / NIfTI / OME metadata cleaning."""

@@ -1,0 +1,472 @@
+"""Ingest: find the inputs, group them into items, and account for every file.
+
+DICOM files are grouped into studies and series by their UIDs (never by folder name), with or without a
+file extension; DICOMDIR index files are set aside. Microscopy files count once per image (a multi-file
+OME-TIFF set is one item). NIfTI files carry their JSON sidecar. Anything unreadable or not image data
+is listed with the reason (the quarantine list): nothing is dropped silently, nothing is fatal.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagedepot.errors import ConfigError, InputError
+from imagedepot.io import file_record, iter_files, write_json
+from imagedepot.provenance import now, tool_versions
+from imagedepot.samplesheet import Dataset
+
+log = logging.getLogger(__name__)
+
+MANIFEST_VERSION = 1
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+#: Microscopy formats recognised by extension (read by tifffile or Bio-Formats).
+MICROSCOPY_SUFFIXES = (
+    ".ome.tif", ".ome.tiff", ".ome.btf", ".tif", ".tiff", ".btf", ".czi", ".lif", ".nd2", ".oib",
+    ".oir", ".oif", ".dv", ".r3d", ".lsm", ".ims", ".vsi", ".svs", ".ndpi", ".scn", ".zvi",
+    ".lei", ".stk", ".fake",
+)  # fmt: skip
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+KIND_LETTER = {"dicom": "d", "microscopy": "m", "nifti": "n"}
+_DICOM_TAGS = [
+    "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
+    "SeriesNumber", "SeriesDescription", "InstanceNumber", "MediaStorageSOPClassUID",
+]  # fmt: skip
+
+
+@dataclass
+class Item:
+    """One unit of work: a DICOM series, a microscopy image or a NIfTI file (see docs/architecture.md)."""
+
+    id: str
+    kind: str
+    format: str
+    files: list[dict[str, Any]]
+    dataset: str | None = None
+    subject: str | None = None
+    policy: str | None = None
+    destinations: list[str] = field(default_factory=list)
+    status: str = "pending"
+    reason: str | None = None
+    batch: int = 0
+    dicom: dict[str, Any] | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, as written to the manifest."""
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class Manifest:
+    """The result of a scan: items, quarantined files and the accounting of every file."""
+
+    items: list[Item] = field(default_factory=list)
+    quarantine: list[dict[str, str]] = field(default_factory=list)
+    inbox: str | None = None
+    samples: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form."""
+        return {
+            "manifest_version": MANIFEST_VERSION,
+            "created": now(),
+            "inbox": self.inbox,
+            "samples": self.samples,
+            "versions": tool_versions(),
+            "counts": self.counts(),
+            "items": [i.to_dict() for i in self.items],
+            "quarantine": self.quarantine,
+        }
+
+    def counts(self) -> dict[str, int]:
+        """Numbers of items by status and of quarantined loose files."""
+        by: dict[str, int] = defaultdict(int)
+        for i in self.items:
+            by[i.status] += 1
+        files = sum(len(i.files) for i in self.items) + len(self.quarantine)
+        return {
+            "items": len(self.items),
+            "items_pending": by["pending"],
+            "items_excluded": by["excluded"],
+            "files_quarantined": len(self.quarantine),
+            "files": files,
+        }
+
+    def write(self, path: str | Path, items_dir: str | Path | None = None) -> None:
+        """Write the manifest, and one JSON per item into ``items_dir`` when given."""
+        if items_dir is not None:
+            d = Path(items_dir)
+            d.mkdir(parents=True, exist_ok=True)
+            for stale in d.glob("*.json"):
+                stale.unlink()
+            for item in self.items:
+                write_json(d / f"{item.id}.json", item.to_dict())
+        write_json(path, self.to_dict())
+
+
+def _lower_name(p: Path) -> str:
+    return p.name.lower()
+
+
+def is_nifti(p: Path) -> bool:
+    """Whether the name says NIfTI."""
+    return _lower_name(p).endswith(NIFTI_SUFFIXES)
+
+
+def is_microscopy(p: Path) -> bool:
+    """Whether the name says a microscopy format."""
+    return _lower_name(p).endswith(MICROSCOPY_SUFFIXES)
+
+
+def has_dicom_preamble(p: Path) -> bool:
+    """True when bytes 128..131 are ``DICM`` (PS3.10 file)."""
+    try:
+        with open(p, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def read_dicom_header(p: Path) -> dict[str, Any]:
+    """Read the grouping attributes of a DICOM file; raise :class:`InputError` when unusable."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    force = not has_dicom_preamble(p)
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True, specific_tags=_DICOM_TAGS, force=force)
+    except InvalidDicomError as exc:
+        raise InputError(p, f"not a DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many types on damaged files
+        raise InputError(p, f"unreadable DICOM ({type(exc).__name__}: {exc})") from exc
+    meta = getattr(ds, "file_meta", None)
+    ms_class = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") if meta else ""
+    if ms_class == DICOMDIR_SOP_CLASS or p.name.upper() == "DICOMDIR":
+        return {"dicomdir": True}
+    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if k not in ds]
+    if missing:
+        if force and len(ds) == 0:
+            raise InputError(p, "not a DICOM file (no preamble and no DICOM elements)")
+        raise InputError(p, f"DICOM file lacks required attribute(s) {', '.join(missing)}")
+    for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        value = str(ds.get(key, ""))
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", value) or len(value) > 64:
+            raise InputError(p, f"DICOM attribute {key} is not a valid UID")
+    return {
+        "dicomdir": False,
+        "study_instance_uid": str(ds.StudyInstanceUID),
+        "series_instance_uid": str(ds.SeriesInstanceUID),
+        "sop_instance_uid": str(ds.SOPInstanceUID),
+        "sop_class_uid": str(ds.get("SOPClassUID", "")),
+        "modality": str(ds.get("Modality", "") or ""),
+        "series_number": _int_or_none(ds.get("SeriesNumber")),
+        "series_description": str(ds.get("SeriesDescription", "") or ""),
+        "instance_number": _int_or_none(ds.get("InstanceNumber")),
+    }
+
+
+def _int_or_none(v: Any) -> int | None:
+    try:
+        return int(v) if v not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _ome_companions(p: Path) -> set[Path]:
+    """Other files of a multi-file OME-TIFF set named in this file's OME-XML (same folder)."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(p) as tif:
+            xml = tif.ome_metadata or ""
+    except Exception as exc:
+        raise InputError(p, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+    names = set(re.findall(r'FileName="([^"]+)"', xml))
+    out = set()
+    for name in names:
+        if "/" in name or "\\" in name or name.startswith("."):
+            continue  # never follow paths out of the folder
+        q = p.parent / name
+        if q != p:
+            out.add(q)
+    return out
+
+
+def _check_nifti(p: Path) -> None:
+    import nibabel as nib
+
+    try:
+        img = nib.load(str(p))
+        shape = img.shape
+    except Exception as exc:
+        raise InputError(p, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
+    if not shape or min(shape) == 0:
+        raise InputError(p, f"NIfTI has an empty dimension (shape {shape})")
+
+
+def _check_microscopy(p: Path) -> None:
+    if p.stat().st_size == 0 and not _lower_name(p).endswith(".fake"):
+        raise InputError(p, "empty file")
+    if _lower_name(p).endswith((".tif", ".tiff", ".btf")):
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(p) as tif:
+                if not tif.series:
+                    raise InputError(p, "TIFF holds no image series")
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(p, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
+
+
+def resolve_source(source: str) -> list[Path]:
+    """Files named by a sample-sheet source: a file, a folder (recursive) or a glob."""
+    p = Path(source)
+    if any(ch in source for ch in "*?["):
+        matches = sorted(Path(m) for m in glob.glob(source, recursive=True))
+        files: list[Path] = []
+        for m in matches:
+            files.extend(iter_files(m))
+        return files
+    if p.exists():
+        return list(iter_files(p))
+    return []
+
+
+@dataclass
+class _Found:
+    items: list[Item] = field(default_factory=list)
+    quarantine: list[dict[str, str]] = field(default_factory=list)
+
+
+def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
+    """Group files into items of one kind each; unusable files go to the quarantine list.
+
+    ``kind_hint`` is the dataset's modality class: every file of a ``dicom`` dataset is tried as
+    DICOM; otherwise the kind is told by the name (NIfTI, microscopy) or by the DICOM preamble.
+    """
+    found = _Found()
+    series: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
+    nifti: list[Path] = []
+    micro: list[Path] = []
+    sidecars: set[Path] = set()
+    for p in files:
+        name = _lower_name(p)
+        if is_nifti(p) and kind_hint in (None, "nifti"):
+            nifti.append(p)
+        elif name.endswith(".json") and kind_hint in (None, "nifti"):
+            sidecars.add(p)
+        elif is_microscopy(p) and kind_hint in (None, "microscopy"):
+            micro.append(p)
+        elif kind_hint == "dicom" or (kind_hint is None and has_dicom_preamble(p)):
+            try:
+                hdr = read_dicom_header(p)
+            except InputError as exc:
+                found.quarantine.append({"path": str(p), "reason": exc.reason})
+                continue
+            if hdr["dicomdir"]:
+                found.items.append(
+                    Item(
+                        id="",
+                        kind="dicom",
+                        format="dicomdir",
+                        files=[{"path": str(p), "size": p.stat().st_size}],
+                        status="excluded",
+                        reason="DICOMDIR media index, not image data (the images it lists are scanned directly)",
+                    )
+                )
+                continue
+            series[(hdr["study_instance_uid"], hdr["series_instance_uid"])].append((p, hdr))
+        else:
+            expected = f" (dataset class {kind_hint})" if kind_hint else ""
+            found.quarantine.append(
+                {"path": str(p), "reason": f"not a recognised image file{expected}"}
+            )
+
+    # DICOM series, ordered by study, series number, series UID for stable ids.
+    def series_key(k: tuple[str, str]) -> tuple[str, int, str]:
+        first = series[k][0][1]
+        return (k[0], first["series_number"] or 0, k[1])
+
+    for key in sorted(series, key=series_key):
+        members = sorted(
+            series[key], key=lambda m: (m[1]["instance_number"] or 0, m[1]["sop_instance_uid"])
+        )
+        sops = [m[1]["sop_instance_uid"] for m in members]
+        kept: list[tuple[Path, dict[str, Any]]] = []
+        seen: set[str] = set()
+        for m in members:
+            if m[1]["sop_instance_uid"] in seen:
+                found.quarantine.append(
+                    {"path": str(m[0]), "reason": "duplicate SOPInstanceUID within its series"}
+                )
+                continue
+            seen.add(m[1]["sop_instance_uid"])
+            kept.append(m)
+        first = kept[0][1]
+        found.items.append(
+            Item(
+                id="",
+                kind="dicom",
+                format="dicom",
+                files=[file_record(m[0]) for m in kept],
+                dicom={
+                    "study_instance_uid": key[0],
+                    "series_instance_uid": key[1],
+                    "modality": first["modality"],
+                    "series_number": first["series_number"],
+                    "series_description": first["series_description"],
+                    "sop_class_uid": first["sop_class_uid"],
+                    "instances": len(kept),
+                },
+            )
+        )
+        del sops
+
+    for p in sorted(nifti):
+        try:
+            _check_nifti(p)
+        except InputError as exc:
+            found.quarantine.append({"path": str(p), "reason": exc.reason})
+            continue
+        stem = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".gz") else p.name[:-4]
+        sidecar = p.with_name(stem + ".json")
+        recs = [file_record(p)]
+        if sidecar in sidecars:
+            sidecars.discard(sidecar)
+            recs.append(file_record(sidecar) | {"role": "sidecar"})
+        found.items.append(Item(id="", kind="nifti", format="nifti", files=recs))
+    for s in sorted(sidecars):
+        found.quarantine.append({"path": str(s), "reason": "JSON file with no NIfTI image beside it"})
+
+    # Microscopy: one item per image; multi-file OME-TIFF sets count once.
+    claimed: set[Path] = set()
+    micro_set = set(micro)
+    for p in sorted(micro):
+        if p in claimed:
+            continue
+        try:
+            _check_microscopy(p)
+            group = {p}
+            if _lower_name(p).endswith((".ome.tif", ".ome.tiff", ".ome.btf")):
+                group |= {q for q in _ome_companions(p) if q in micro_set}
+        except InputError as exc:
+            found.quarantine.append({"path": str(p), "reason": exc.reason})
+            continue
+        claimed |= group
+        fmt = "ome-tiff" if _lower_name(p).endswith((".ome.tif", ".ome.tiff", ".ome.btf")) else (
+            "tiff" if _lower_name(p).endswith((".tif", ".tiff", ".btf")) else "bioformats"
+        )
+        recs = [file_record(p)] + [file_record(q) | {"role": "companion"} for q in sorted(group - {p})]
+        found.items.append(Item(id="", kind="microscopy", format=fmt, files=recs))
+    return found
+
+
+def _number(items: Iterable[Item], prefix: str) -> None:
+    counters: dict[str, int] = defaultdict(int)
+    for item in items:
+        letter = "x" if item.format == "dicomdir" else KIND_LETTER[item.kind]
+        counters[letter] += 1
+        item.id = f"{prefix}-{letter}{counters[letter]:03d}"
+
+
+def scan(
+    inbox: str | Path,
+    *,
+    datasets: Sequence[Dataset] | None = None,
+    sheet: str | Path | None = None,
+    policies: dict[str, Any] | None = None,
+    batch_size: int = 50,
+) -> Manifest:
+    """Scan ``inbox`` (and the sources of ``datasets``) and return the manifest.
+
+    Parameters
+    ----------
+    inbox
+        Folder whose every file must be accounted for.
+    datasets, sheet
+        The validated sample sheet rows and the sheet's path (sources are relative to it). Without
+        them, the inbox is inventoried with items not assigned to datasets.
+    policies
+        Loaded policies by name (objects with ``consented(subject) -> bool`` and ``name``); datasets whose
+        subject has not consented become excluded items, and their files are not opened.
+    batch_size
+        Items per batch (cluster profiles run one batch per scheduler job).
+    """
+    inbox_p = Path(inbox)
+    if not inbox_p.is_dir():
+        raise ConfigError(f"{inbox_p}: inbox folder not found")
+    manifest = Manifest(inbox=str(inbox_p), samples=str(sheet) if sheet else None)
+    inbox_files = {p.resolve(): p for p in iter_files(inbox_p)}
+    if datasets is None:
+        found = group_files(list(inbox_files.values()))
+        _number(found.items, "item")
+        manifest.items, manifest.quarantine = found.items, found.quarantine
+    else:
+        if sheet is None:
+            raise ConfigError("scan: datasets given without the sample sheet path")
+        claimed: dict[Path, str] = {}
+        for ds in datasets:
+            files = resolve_source(ds.source_path(Path(sheet)))
+            if not files:
+                raise ConfigError(
+                    f"{sheet}: row {ds.row}, column 'source': {ds.source!r} matches no file; "
+                    "fix the path (relative to the sample sheet) or remove the row"
+                )
+            for f in files:
+                r = f.resolve()
+                if r in claimed:
+                    raise ConfigError(
+                        f"{sheet}: row {ds.row}, column 'source': {f} is already part of dataset "
+                        f"{claimed[r]!r}; each file must belong to one dataset"
+                    )
+                claimed[r] = ds.dataset_id
+            policy = (policies or {}).get(ds.policy)
+            if policy is not None and not policy.consented(ds.subject):
+                item = Item(
+                    id="",
+                    kind=ds.modality_class,
+                    format="unopened",
+                    files=[{"path": str(f), "size": f.stat().st_size} for f in files],
+                    status="excluded",
+                    reason=f"no consent for this subject under policy {policy.name!r}",
+                )
+                found = _Found(items=[item])
+            else:
+                found = group_files(files, kind_hint=ds.modality_class)
+            _number(found.items, ds.dataset_id)
+            for item in found.items:
+                item.dataset = ds.dataset_id
+                item.subject = ds.subject
+                item.policy = ds.policy
+                item.destinations = list(ds.destinations)
+                item.metadata = dict(ds.metadata)
+            manifest.items.extend(found.items)
+            manifest.quarantine.extend(q | {"dataset": ds.dataset_id} for q in found.quarantine)
+        for r, p in sorted(inbox_files.items()):
+            if r not in claimed:
+                manifest.quarantine.append(
+                    {"path": str(p), "reason": "in the inbox but not part of any dataset of the sample sheet"}
+                )
+    pending = [i for i in manifest.items if i.status == "pending"]
+    for n, item in enumerate(pending):
+        item.batch = n // batch_size
+    log.info("scan: %s", manifest.counts())
+    return manifest
+
+
+def safe_relpath(path: str) -> str:
+    """Reject paths that climb out of their folder or carry control characters."""
+    if os.path.isabs(path) or ".." in Path(path).parts or re.search(r"[\x00-\x1f]", path):
+        raise ValueError(f"unsafe relative path {path!r}")
+    return path

@@ -1,0 +1,133 @@
+"""Safe file handling: read-only inputs, atomic outputs, checksums.
+
+Every output is written under a temporary name in the same folder and renamed when complete,
+so an interrupted run leaves no half-written file or folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from imagedepot.errors import OutputExistsError
+
+CHUNK = 1 << 20
+TMP_PREFIX = ".imagedepot-tmp-"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Return the hex SHA-256 of a file, read in 1 MiB chunks (memory flat in file size)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_record(path: str | Path, root: str | Path | None = None) -> dict[str, Any]:
+    """Describe a file for a manifest or provenance: relative path, size in bytes, sha256."""
+    p = Path(path)
+    rel = os.path.relpath(p, root) if root is not None else str(p)
+    return {"path": rel, "size": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def check_overwrite(path: str | Path, force: bool) -> None:
+    """Raise :class:`OutputExistsError` if ``path`` exists and ``force`` is false."""
+    if os.path.lexists(path) and not force:
+        raise OutputExistsError(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        path.unlink()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, *, force: bool = False, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
+
+    With ``is_dir`` the temporary path is an (empty) folder. On error the temporary is removed
+    and ``path`` is left untouched. An existing ``path`` is replaced only with ``force``.
+    """
+    final = Path(path)
+    check_overwrite(final, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if os.path.lexists(final):
+            _remove(final)
+        os.replace(tmp, final)
+        if not is_dir:
+            # mkstemp creates 0600; outputs get the usual umask-derived mode.
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(final, 0o666 & ~umask)
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def write_text(path: str | Path, text: str, *, force: bool = True) -> Path:
+    """Write text atomically (``force`` defaults to true: used for outputs the caller owns)."""
+    with atomic_path(path, force=force) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, data: Any, *, force: bool = True) -> Path:
+    """Write JSON atomically, sorted keys and indented for stable diffs."""
+    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", force=force)
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file."""
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
+def write_private_text(path: str | Path, text: str) -> Path:
+    """Write a file readable by its owner only (mode 0600), atomically: for linkage tables and keys."""
+    final = Path(path)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(name, 0o600)
+        os.replace(name, final)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
+        raise
+    return final
+
+
+def iter_files(root: str | Path) -> Iterator[Path]:
+    """Yield every regular file under ``root`` (or ``root`` itself), sorted, skipping our temporaries."""
+    r = Path(root)
+    if r.is_file():
+        yield r
+        return
+    for dirpath, dirnames, filenames in os.walk(r):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(TMP_PREFIX))
+        for name in sorted(filenames):
+            if name.startswith(TMP_PREFIX):
+                continue
+            p = Path(dirpath) / name
+            if p.is_file():
+                yield p

@@ -1,0 +1,263 @@
+"""Per-item steps of the workflow: each dispatches on the item's kind and records what it did.
+
+A data problem (bad input, unsafe content, a leak) quarantines the item: the step still succeeds and
+writes its output folder with a ``provenance.json`` whose ``status`` is ``quarantined`` and whose
+``reason`` says why, so the rest of the batch goes on and the run summary can count it. Bugs and system
+errors propagate and fail the job.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagedepot.errors import ImagedepotError, InputError
+from imagedepot.io import atomic_path, iter_files, read_json, write_json, write_private_text
+from imagedepot.provenance import Provenance
+
+log = logging.getLogger(__name__)
+
+PROVENANCE = "provenance.json"
+
+
+def load_item(path: str | Path) -> dict[str, Any]:
+    """Read one item JSON written by the scan."""
+    item: dict[str, Any] = read_json(path)
+    if "id" not in item or "kind" not in item or "files" not in item:
+        raise InputError(path, "not an item file of the manifest (needs id, kind, files)")
+    return item
+
+
+def item_files(item: dict[str, Any], role: str | None = None) -> list[Path]:
+    """Paths of the item's files (those without a role, i.e. the primary files, unless ``role``)."""
+    return [Path(f["path"]) for f in item["files"] if f.get("role") == role]
+
+
+def read_status(folder: str | Path) -> dict[str, Any]:
+    """The provenance record of a per-item output folder."""
+    return dict(read_json(Path(folder) / PROVENANCE))
+
+
+def _run_step(
+    step: str,
+    item: dict[str, Any],
+    out: Path,
+    work: Callable[[Path, Provenance], None],
+    *,
+    upstream: Path | None = None,
+    force: bool = False,
+) -> Provenance:
+    """Run ``work(tmp_dir, prov)`` into a temporary folder renamed onto ``out`` when complete."""
+    prov = Provenance(step=step, item=item["id"])
+    with atomic_path(out, force=force, is_dir=True) as tmp:
+        if upstream is not None:
+            up = read_status(upstream)
+            if up["status"] != "processed":
+                prov.quarantine(f"quarantined upstream at {up['step']}: {up['reason']}")
+                prov.write(tmp / PROVENANCE)
+                return prov
+        try:
+            work(tmp, prov)
+        except InputError as exc:
+            log.warning("%s: item %s quarantined: %s", step, item["id"], exc)
+            for child in list(tmp.iterdir()):
+                if child.is_dir():
+                    shutil.rmtree(child)
+                else:
+                    child.unlink()
+            prov.outputs.clear()
+            prov.quarantine(str(exc))
+        else:
+            prov.add_outputs(
+                (p for p in iter_files(tmp) if p.name != PROVENANCE), root=tmp
+            )
+        prov.write(tmp / PROVENANCE)
+    return prov
+
+
+@dataclass
+class ConvertOptions:
+    """Options of the conversion step (from the ``convert`` section of the config)."""
+
+    nifti_compress: bool = True
+    ngff_version: str = "0.4"
+    pyramid_levels: int = 3
+    reader: str = "auto"
+    java_heap: str = "2g"
+    ome_tiff: bool = False
+
+
+def convert_item(
+    item_json: str | Path, out: str | Path, options: ConvertOptions, *, force: bool = False
+) -> Provenance:
+    """Convert one item to open formats inside the trusted zone (originals untouched).
+
+    DICOM series → NIfTI + BIDS sidecar (dcm2niix); microscopy → OME-Zarr (and OME-TIFF when asked);
+    NIfTI → checked copy with its sidecar.
+    """
+    item = load_item(item_json)
+    kind = item["kind"]
+
+    def work(tmp: Path, prov: Provenance) -> None:
+        prov.add_inputs(Path(f["path"]) for f in item["files"])
+        prov.options = {"kind": kind} | options.__dict__
+        if kind == "dicom":
+            from imagedepot.convert.nifti import convert_dicom_series
+
+            report = convert_dicom_series(
+                item_files(item), tmp / "nifti", compress=options.nifti_compress, name=item["id"]
+            )
+            prov.options["converter"] = report.to_dict()
+        elif kind == "microscopy":
+            from imagedepot.convert.microscopy import convert_to_ome_tiff, convert_to_ome_zarr
+
+            src = item_files(item)[0]
+            zreport = convert_to_ome_zarr(
+                src,
+                tmp / f"{item['id']}.ome.zarr",
+                ngff_version=options.ngff_version,
+                pyramid_levels=options.pyramid_levels,
+                reader=options.reader,
+                java_heap=options.java_heap,
+            )
+            prov.options["converter"] = zreport.to_dict()
+            if options.ome_tiff:
+                treport = convert_to_ome_tiff(
+                    src, tmp / f"{item['id']}.ome.tif", pyramid_levels=options.pyramid_levels,
+                    reader=options.reader,
+                )
+                prov.options["converter_tiff"] = treport.to_dict()
+        elif kind == "nifti":
+            import nibabel as nib
+
+            src = item_files(item)[0]
+            suffix = ".nii.gz" if src.name.lower().endswith(".gz") else ".nii"
+            img = nib.load(str(src))
+            img.get_fdata(dtype="float32")  # decodes every voxel: a truncated file fails here
+            (tmp / "nifti").mkdir()
+            shutil.copyfile(src, tmp / "nifti" / f"{item['id']}{suffix}")
+            for side in item_files(item, role="sidecar"):
+                shutil.copyfile(side, tmp / "nifti" / f"{item['id']}.json")
+        else:
+            raise InputError(item_json, f"unknown item kind {kind!r}")
+
+    return _run_step("convert", item, Path(out), work, force=force)
+
+
+@dataclass
+class DeidSettings:
+    """What the de-identification step needs besides the item: policy and secrets location."""
+
+    policy_path: Path
+    key_env: str | None = "IMAGEDEPOT_PSEUDONYM_KEY"
+    key_file: Path | None = None
+    linkage_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def deidentify_item(
+    item_json: str | Path,
+    converted: str | Path,
+    out: str | Path,
+    settings: DeidSettings,
+    *,
+    force: bool = False,
+) -> Provenance:
+    """De-identify one item: the original DICOM (for controlled repositories), the converted NIfTI and
+    sidecars, and the OME metadata of microscopy outputs, under the item's policy."""
+    from imagedepot.deid.pseudonym import Pseudonymizer, load_key
+    from imagedepot.policy import load_policy
+
+    item = load_item(item_json)
+    policy = load_policy(settings.policy_path)
+    pseudo = Pseudonymizer(
+        load_key(settings.key_env, settings.key_file),
+        prefix=policy.pseudonym_prefix,
+        max_shift_days=policy.max_date_shift_days,
+    )
+    subject = item["subject"] or item["id"]
+    pseudonym = pseudo.subject_id(subject)
+    opts = policy.deid_options
+    conv = Path(converted)
+
+    def work(tmp: Path, prov: Provenance) -> None:
+        prov.policy = policy.to_provenance()
+        prov.options = {"subject_pseudonym": pseudonym, "deid_options": sorted(opts)}
+        reports: dict[str, Any] = {}
+        kind = item["kind"]
+        if kind == "dicom":
+            from imagedepot.deid.dicom import deidentify_dicom
+
+            r = deidentify_dicom(
+                item_files(item), tmp / "dicom", policy_options=opts, pseudonymizer=pseudo,
+                subject=subject, action_log=tmp / "actions.jsonl",
+            )
+            reports["dicom"] = r.to_dict()
+        if kind in ("dicom", "nifti"):
+            from imagedepot.deid.nifti import deidentify_nifti
+
+            src = conv / "nifti"
+            if src.is_dir() and any(src.iterdir()):
+                r2 = deidentify_nifti(
+                    src, tmp / "nifti", policy_options=opts, pseudonymizer=pseudo, subject=subject
+                )
+                reports["nifti"] = r2.to_dict()
+        if kind == "microscopy":
+            from imagedepot.deid.ome import deidentify_ome
+
+            for src in sorted(conv.iterdir()):
+                if src.name.endswith((".ome.zarr", ".ome.tif")):
+                    r3 = deidentify_ome(
+                        src, tmp / src.name, policy_options=opts, pseudonymizer=pseudo,
+                        subject=subject,
+                    )
+                    reports[src.name] = r3.to_dict()
+        prov.options["reports"] = reports
+
+    prov = _run_step("deidentify", item, Path(out), work, upstream=conv, force=force)
+    if settings.linkage_dir is not None and prov.status == "processed":
+        write_private_text(
+            Path(settings.linkage_dir) / f"{item['id']}.tsv",
+            "item\tdataset\tsubject\tpseudonym\n"
+            f"{item['id']}\t{item.get('dataset') or ''}\t{subject}\t{pseudonym}\n",
+        )
+        Path(settings.linkage_dir).chmod(0o700)
+    return prov
+
+
+def leakcheck_item(
+    item_json: str | Path, deidentified: str | Path, report: str | Path, *, force: bool = True
+) -> dict[str, Any]:
+    """Run the leak gate on one item's de-identified outputs against its originals.
+
+    Writes a JSON report with ``status``: ``clean``, ``leak`` (the item is quarantined) or
+    ``quarantined`` (it was quarantined upstream). Identifier values are never written.
+    """
+    from imagedepot.leakcheck import leakcheck
+
+    item = load_item(item_json)
+    deid = Path(deidentified)
+    up = read_status(deid)
+    result: dict[str, Any] = {"item": item["id"], "dataset": item.get("dataset")}
+    if up["status"] != "processed":
+        result |= {"status": "quarantined", "reason": f"quarantined upstream at {up['step']}: {up['reason']}"}
+    else:
+        extra = [item["subject"]] if item.get("subject") else []
+        originals = [Path(f["path"]) for f in item["files"]]
+        outputs = [p for p in deid.iterdir() if p.name != PROVENANCE]
+        rep = leakcheck(originals, outputs, extra=extra).to_dict()
+        result |= {"report": rep, "status": "clean" if rep["status"] == "clean" else "leak"}
+        if result["status"] == "leak":
+            result["reason"] = f"leak gate: {len(rep['hits'])} identifier hit(s) in the outputs"
+    write_json(report, result, force=force)
+    return result
+
+
+def check_output_is_new(path: str | Path, force: bool) -> None:
+    """Raise if ``path`` exists and ``force`` is false (the CLI's no-clobber rule)."""
+    if Path(path).exists() and not force:
+        raise ImagedepotError(f"{path}: output exists; use --force to overwrite")

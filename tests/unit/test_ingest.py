@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from imagedepot.errors import ConfigError
+from imagedepot.ingest import group_files, scan
+from imagedepot.io import iter_files
+from imagedepot.samplesheet import load_samples
+
+
+class Consent:
+    name = "pol"
+
+    def __init__(self, ok: set[str]) -> None:
+        self.ok = ok
+
+    def consented(self, subject: str) -> bool:
+        return subject in self.ok
+
+
+def test_dicom_grouped_by_uid_not_folder(tmp_path: Path, dicom_factory) -> None:
+    # Two series spread over two folders, files without extensions, shuffled names.
+    for i in range(3):
+        dicom_factory(tmp_path / "a" / f"x{i}", study="1.2.3", series="1.2.3.1", instance=i + 1)
+        dicom_factory(tmp_path / "b" / f"y{i}", study="1.2.3", series="1.2.3.2", instance=i + 1)
+    found = group_files(list(iter_files(tmp_path)))
+    assert not found.quarantine
+    series = {i.dicom["series_instance_uid"]: i for i in found.items}
+    assert set(series) == {"1.2.3.1", "1.2.3.2"}
+    assert all(len(i.files) == 3 for i in series.values())
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for i in found.items for f in i.files)
+
+
+def test_dicom_without_preamble_in_dicom_dataset(tmp_path: Path, dicom_factory) -> None:
+    dicom_factory(tmp_path / "raw", study="1.2", series="1.2.1", instance=1, preamble=False)
+    found = group_files([tmp_path / "raw"], kind_hint="dicom")
+    assert len(found.items) == 1 and not found.quarantine
+
+
+def test_corrupt_and_non_image_files_are_quarantined(tmp_path: Path, dicom_factory) -> None:
+    good = dicom_factory(tmp_path / "good", study="1.2", series="1.2.1", instance=1)
+    (tmp_path / "trunc").write_bytes(good.read_bytes()[:200])
+    (tmp_path / "notes.txt").write_text("hello")
+    found = group_files(sorted(iter_files(tmp_path)), kind_hint="dicom")
+    reasons = {Path(q["path"]).name: q["reason"] for q in found.quarantine}
+    assert set(reasons) == {"trunc", "notes.txt"}
+    assert all(reasons.values())
+    assert len(found.items) == 1
+
+
+def test_dicomdir_is_set_aside(tmp_path: Path, dicom_factory) -> None:
+    dicom_factory(tmp_path / "DICOMDIR", study="1.2", series="1.2.1", instance=1)
+    found = group_files([tmp_path / "DICOMDIR"], kind_hint="dicom")
+    assert [i.status for i in found.items] == ["excluded"]
+    assert "DICOMDIR" in found.items[0].reason
+
+
+def test_nifti_with_sidecar_and_orphan_json(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.eye(4)), tmp_path / "a.nii.gz")
+    (tmp_path / "a.json").write_text("{}")
+    (tmp_path / "b.json").write_text("{}")
+    (tmp_path / "c.nii").write_bytes(b"not nifti")
+    found = group_files(sorted(iter_files(tmp_path)))
+    assert len(found.items) == 1
+    assert [f.get("role") for f in found.items[0].files] == [None, "sidecar"]
+    assert {Path(q["path"]).name for q in found.quarantine} == {"b.json", "c.nii"}
+
+
+def test_multifile_ome_tiff_counts_once(tmp_path: Path) -> None:
+    import numpy as np
+    import tifffile
+
+    uuid0 = "urn:uuid:00000000-0000-0000-0000-000000000001"
+    uuid1 = "urn:uuid:00000000-0000-0000-0000-000000000002"
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06" UUID="{u}">'
+        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYZCT" Type="uint8" '
+        'SizeX="4" SizeY="4" SizeZ="2" SizeC="1" SizeT="1"><Channel ID="Channel:0:0"/>'
+        f'<TiffData FirstZ="0" IFD="0" PlaneCount="1"><UUID FileName="p0.ome.tif">{uuid0}</UUID></TiffData>'
+        f'<TiffData FirstZ="1" IFD="0" PlaneCount="1"><UUID FileName="p1.ome.tif">{uuid1}</UUID></TiffData>'
+        "</Pixels></Image></OME>"
+    )
+    for name, u in (("p0.ome.tif", uuid0), ("p1.ome.tif", uuid1)):
+        tifffile.imwrite(
+            tmp_path / name, np.zeros((4, 4), np.uint8), description=xml.format(u=u), metadata=None
+        )
+    found = group_files(sorted(iter_files(tmp_path)))
+    assert len(found.items) == 1
+    assert len(found.items[0].files) == 2
+    assert found.items[0].format == "ome-tiff"
+
+
+def _sheet(tmp_path: Path, rows: list[str]) -> Path:
+    p = tmp_path / "samples.tsv"
+    p.write_text(
+        "dataset_id\tsubject\tmodality_class\tsource\tpolicy\tdestinations\n" + "".join(rows)
+    )
+    return p
+
+
+def test_scan_with_sheet_accounts_for_every_file(tmp_path: Path, dicom_factory) -> None:
+    inbox = tmp_path / "inbox"
+    for i in range(2):
+        dicom_factory(inbox / "JOHN_DOE" / f"im{i}", study="1.9", series="1.9.1", instance=i + 1)
+    dicom_factory(inbox / "NO_CONSENT" / "im0", study="1.8", series="1.8.1", instance=1)
+    (inbox / "stray.txt").write_text("x")
+    sheet = _sheet(
+        tmp_path,
+        [
+            "ds-a\tS1\tdicom\tinbox/JOHN_DOE\tpol\tlocal\n",
+            "ds-b\tS2\tdicom\tinbox/NO_CONSENT\tpol\tlocal\n",
+        ],
+    )
+    datasets = load_samples(sheet)
+    m = scan(inbox, datasets=datasets, sheet=sheet, policies={"pol": Consent({"S1"})})
+    ids = {i.id: i for i in m.items}
+    assert set(ids) == {"ds-a-d001", "ds-b-d001"}
+    assert ids["ds-a-d001"].status == "pending" and ids["ds-a-d001"].subject == "S1"
+    assert ids["ds-b-d001"].status == "excluded" and "consent" in ids["ds-b-d001"].reason
+    assert [Path(q["path"]).name for q in m.quarantine] == ["stray.txt"]
+    c = m.counts()
+    assert c["files"] == 4
+    # Item ids never carry folder names (which may be PHI).
+    assert all("JOHN" not in i for i in ids)
+
+
+def test_scan_source_matching_nothing_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "inbox").mkdir()
+    sheet = _sheet(tmp_path, ["ds-a\tS1\tdicom\tinbox/missing\tpol\tlocal\n"])
+    with pytest.raises(ConfigError, match="row 2, column 'source'"):
+        scan(tmp_path / "inbox", datasets=load_samples(sheet), sheet=sheet)
+
+
+def test_scan_file_in_two_datasets_is_a_config_error(tmp_path: Path, dicom_factory) -> None:
+    dicom_factory(tmp_path / "inbox" / "a" / "im0", study="1.9", series="1.9.1", instance=1)
+    sheet = _sheet(
+        tmp_path,
+        ["ds-a\tS1\tdicom\tinbox/a\tpol\tlocal\n", "ds-b\tS1\tdicom\tinbox/*\tpol\tlocal\n"],
+    )
+    with pytest.raises(ConfigError, match="already part of dataset"):
+        scan(tmp_path / "inbox", datasets=load_samples(sheet), sheet=sheet)
+
+
+def test_scan_writes_manifest_and_items(tmp_path: Path, dicom_factory) -> None:
+    dicom_factory(tmp_path / "inbox" / "im0", study="1.9", series="1.9.1", instance=1)
+    m = scan(tmp_path / "inbox")
+    m.write(tmp_path / "out" / "manifest.json", tmp_path / "out" / "items")
+    assert (tmp_path / "out" / "items" / "item-d001.json").is_file()
+    shutil.rmtree(tmp_path / "out")
