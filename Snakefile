@@ -14,7 +14,6 @@
 
 from snakemake.utils import min_version
 
-
 min_version("9.5")
 
 

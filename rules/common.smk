@@ -8,7 +8,6 @@ from snakemake.utils import validate
 from imagedepot.config import schema_path
 from imagedepot.samplesheet import load_samples
 
-
 validate(config, schema=str(schema_path("config")))
 
 # Validated at parse time: errors name the row, the column and the fix.
@@ -93,9 +92,7 @@ def get_dataset_leak_reports(wildcards):
 def get_dataset_deid_dirs(wildcards):
     """De-identified folders of one dataset's items."""
     return [
-        f"results/deid/{i['id']}"
-        for i in _pending_items()
-        if i["dataset"] == wildcards.dataset
+        f"results/deid/{i['id']}" for i in _pending_items() if i["dataset"] == wildcards.dataset
     ]
 
 

@@ -7,17 +7,17 @@ rule convert_item:
         originals=get_item_originals,
     output:
         directory("results/convert/{item}"),
-    params:
-        flags=get_convert_flags,
     log:
         "logs/convert_item/{item}.log",
     benchmark:
         "benchmarks/convert_item/{item}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=get_item_mem_mb,
         runtime=60,
-    conda:
-        ENV
+    params:
+        flags=get_convert_flags,
     shell:
         "imagedepot convert item {input.item:q} {output:q} {params.flags} > {log:q} 2>&1"

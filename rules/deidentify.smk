@@ -8,22 +8,22 @@ rule deidentify_item:
         policy=get_item_policy,
     output:
         directory("results/deid/{item}"),
-    params:
-        keys=get_key_flags,
-        linkage=config["pseudonymisation"]["linkage_dir"],
     log:
         "logs/deidentify_item/{item}.log",
     benchmark:
         "benchmarks/deidentify_item/{item}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1024,
         runtime=60,
-    conda:
-        ENV
+    params:
+        key_flags=get_key_flags,
+        linkage=config["pseudonymisation"]["linkage_dir"],
     shell:
         "imagedepot deid item {input.item:q} {input.converted:q} {output:q}"
-        " --policy {input.policy:q} {params.keys} --linkage-dir {params.linkage:q}"
+        " --policy {input.policy:q} {params.key_flags} --linkage-dir {params.linkage:q}"
         " > {log:q} 2>&1"
 
 
@@ -35,11 +35,12 @@ rule check_leaks:
         "results/leakcheck/{item}.json",
     log:
         "logs/check_leaks/{item}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1024,
         runtime=30,
-    conda:
-        ENV
     shell:
-        "imagedepot leakcheck item {input.item:q} {input.deid:q} --report {output:q} > {log:q} 2>&1"
+        "imagedepot leakcheck --item {input.item:q} {input.deid:q} --report {output:q}"
+        " > {log:q} 2>&1"

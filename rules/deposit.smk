@@ -11,11 +11,11 @@ rule verify_deposit:
         "results/deposit/{destination}.verified.txt",
     log:
         "logs/verify_deposit/{destination}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=512,
         runtime=30,
-    conda:
-        ENV
     shell:
         "imagedepot stage verify {input:q} > {output:q} 2> {log:q}"

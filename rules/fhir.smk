@@ -3,22 +3,22 @@
 
 rule build_fhir_bundle:
     input:
-        items=ITEMS_DIR,
+        item_dir=ITEMS_DIR,
         deid=get_dataset_deid_dirs,
         leaks=get_dataset_leak_reports,
     output:
         directory("results/fhir/{dataset}"),
-    params:
-        config=CONFIG_JSON,
     log:
         "logs/build_fhir_bundle/{dataset}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1024,
         runtime=30,
-    conda:
-        ENV
+    params:
+        config=CONFIG_JSON,
     shell:
-        "imagedepot fhir bundle {wildcards.dataset:q} --items-dir {input.items:q}"
+        "imagedepot fhir bundle {wildcards.dataset:q} --items-dir {input.item_dir:q}"
         " --deid-root results/deid --leak-root results/leakcheck"
         " --out {output:q}/bundle.json --config-json {params.config:q} > {log:q} 2>&1"

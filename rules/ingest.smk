@@ -6,15 +6,15 @@ checkpoint scan_inputs:
         samples=config["samples"],
     output:
         manifest=MANIFEST,
-        items=directory(ITEMS_DIR),
-    params:
-        inbox=config["inbox"],
-        config=CONFIG_JSON,
+        item_dir=directory(ITEMS_DIR),
     log:
         "logs/scan_inputs/scan.log",
     conda:
         ENV
+    params:
+        inbox=config["inbox"],
+        config=CONFIG_JSON,
     shell:
         "imagedepot scan {params.inbox:q} --samples {input.samples:q}"
         " --config-json {params.config:q} --out {output.manifest:q}"
-        " --items-dir {output.items:q} --force > {log:q} 2>&1"
+        " --items-dir {output.item_dir:q} --force > {log:q} 2>&1"

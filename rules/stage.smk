@@ -9,16 +9,16 @@ rule stage_local:
         fhir=get_fhir_dirs,
     output:
         directory("results/stage/{destination}"),
-    params:
-        config=CONFIG_JSON,
     log:
         "logs/stage_local/{destination}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1024,
         runtime=60,
-    conda:
-        ENV
+    params:
+        config=CONFIG_JSON,
     shell:
         "imagedepot stage local {wildcards.destination:q} {output:q}"
         " --manifest {input.manifest:q} --deid-root results/deid"
@@ -35,12 +35,12 @@ rule summarize_run:
         "results/summary.json",
     log:
         "logs/summarize_run/summary.log",
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=512,
         runtime=10,
-    conda:
-        ENV
     shell:
         "imagedepot summary --manifest {input.manifest:q} --leak-reports {input.leaks:q}"
         " --stage-dirs {input.stages:q} --out {output:q} 2> {log:q}"

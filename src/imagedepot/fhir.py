@@ -73,13 +73,20 @@ def _dicom_studies(outcome: ItemOutcome) -> dict[str, dict[str, Any]]:
             str(ds.SeriesInstanceUID),
             {
                 "modality": str(ds.get("Modality", "") or "OT"),
-                "number": int(ds.SeriesNumber) if ds.get("SeriesNumber") not in (None, "") else None,
+                "number": int(ds.SeriesNumber)
+                if ds.get("SeriesNumber") not in (None, "")
+                else None,
                 "instances": [],
             },
         )
         se["instances"].append(
-            {"uid": str(ds.SOPInstanceUID), "sopClass": str(ds.SOPClassUID),
-             "number": int(ds.InstanceNumber) if ds.get("InstanceNumber") not in (None, "") else None}
+            {
+                "uid": str(ds.SOPInstanceUID),
+                "sopClass": str(ds.SOPClassUID),
+                "number": int(ds.InstanceNumber)
+                if ds.get("InstanceNumber") not in (None, "")
+                else None,
+            }
         )
     return studies
 
@@ -143,10 +150,21 @@ def build_bundle(
     consent_url = _urn("Consent", pseudonym, policy.get("name", ""))
     consent: dict[str, Any] = {
         "resourceType": "Consent",
-        "identifier": [{"system": f"{identifier_system}/consent", "value": f"{pseudonym}-{policy.get('name')}"}],
+        "identifier": [
+            {"system": f"{identifier_system}/consent", "value": f"{pseudonym}-{policy.get('name')}"}
+        ],
         "status": "active",
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8",
-                                  "display": "Privacy policy acknowledgement Document"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://loinc.org",
+                        "code": "57016-8",
+                        "display": "Privacy policy acknowledgement Document",
+                    }
+                ]
+            }
+        ],
         "subject": {"reference": patient_url},
     }
     if fhir_version == "R5":
@@ -155,12 +173,18 @@ def build_bundle(
             {"coding": [{"system": DUO_SYSTEM, "code": c}]} for c in duo_codes
         ]
     else:
-        consent["scope"] = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope",
-                                        "code": "research"}]}
+        consent["scope"] = {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}
+            ]
+        }
         consent["policy"] = [{"uri": f"{DUO_SYSTEM}#{c.replace(':', '_')}"} for c in duo_codes]
     entries.append(
-        _entry(consent, consent_url,
-               f"identifier={identifier_system}/consent|{pseudonym}-{policy.get('name')}")
+        _entry(
+            consent,
+            consent_url,
+            f"identifier={identifier_system}/consent|{pseudonym}-{policy.get('name')}",
+        )
     )
 
     target_refs: list[str] = []
@@ -177,8 +201,13 @@ def build_bundle(
                         "modality": {"coding": [code]} if fhir_version == "R5" else code,
                         "numberOfInstances": len(se["instances"]),
                         "instance": [
-                            {"uid": i["uid"], "sopClass": {"system": "urn:ietf:rfc:3986",
-                                                           "code": f"urn:oid:{i['sopClass']}"}}
+                            {
+                                "uid": i["uid"],
+                                "sopClass": {
+                                    "system": "urn:ietf:rfc:3986",
+                                    "code": f"urn:oid:{i['sopClass']}",
+                                },
+                            }
                             | ({"number": i["number"]} if i["number"] is not None else {})
                             for i in se["instances"]
                         ],
@@ -208,8 +237,9 @@ def build_bundle(
             }
             if meta.get("sample"):
                 specimen["note"] = [{"text": meta["sample"]}]
-            entries.append(_entry(specimen, spec_url,
-                                  f"identifier={identifier_system}/specimen|{item['id']}"))
+            entries.append(
+                _entry(specimen, spec_url, f"identifier={identifier_system}/specimen|{item['id']}")
+            )
             url = _urn("ImagingStudy", "microscopy", item["id"])
             code = {"system": DICOM_DCM, "code": "SM"}
             study = {
@@ -218,13 +248,17 @@ def build_bundle(
                 "status": "available",
                 "subject": {"reference": patient_url},
                 "numberOfSeries": 1,
-                "series": [{
-                    "uid": f"2.25.{uuid.uuid5(UID_NS, item['id']).int}",
-                    "modality": {"coding": [code]} if fhir_version == "R5" else code,
-                    "specimen": [{"reference": spec_url}],
-                }],
+                "series": [
+                    {
+                        "uid": f"2.25.{uuid.uuid5(UID_NS, item['id']).int}",
+                        "modality": {"coding": [code]} if fhir_version == "R5" else code,
+                        "specimen": [{"reference": spec_url}],
+                    }
+                ],
             }
-            entries.append(_entry(study, url, f"identifier={identifier_system}/imaging|{item['id']}"))
+            entries.append(
+                _entry(study, url, f"identifier={identifier_system}/imaging|{item['id']}")
+            )
             target_refs.append(url)
     if target_refs:
         by_step: dict[str, list[str]] = defaultdict(list)
@@ -233,9 +267,18 @@ def build_bundle(
             "resourceType": "Provenance",
             "target": [{"reference": r} for r in target_refs],
             "recorded": now(),
-            "policy": [f"urn:imagedepot:policy:{policy.get('name')}:sha256:{policy.get('sha256', '')}"],
-            "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
-                                     "code": "DEID", "display": "deidentify"}]},
+            "policy": [
+                f"urn:imagedepot:policy:{policy.get('name')}:sha256:{policy.get('sha256', '')}"
+            ],
+            "activity": {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActCode",
+                        "code": "DEID",
+                        "display": "deidentify",
+                    }
+                ]
+            },
             "agent": [{"who": {"reference": device_url}}],
         }
         entries.append(_entry(prov, _urn("Provenance", dataset_id, *target_refs), None))
@@ -262,7 +305,7 @@ def bundle_dataset(
     or ``empty`` (no processed item). Returns the status record.
     """
     from imagedepot.io import read_json, write_json
-    from imagedepot.leakcheck import leakcheck
+    from imagedepot.leakcheck import allowed_kinds_for_options, leakcheck
 
     fcfg = config.get("fhir", {})
     items = [read_json(p) for p in sorted(items_dir.glob("*.json"))]
@@ -304,12 +347,17 @@ def bundle_dataset(
     candidate = tmp_dir / out.name
     write_json(candidate, bundle)
     try:
-        report = leakcheck(originals, [candidate], extra=extra).to_dict()
+        allow = allowed_kinds_for_options(policy.get("deid_options", []))
+        report = leakcheck(originals, [candidate], extra=extra, allow_kinds=allow).to_dict()
     finally:
         candidate.unlink()
         tmp_dir.rmdir()
-    status = {"dataset": dataset_id, "status": "clean" if report["status"] == "clean" else "leak",
-              "entries": len(bundle["entry"]), "leakcheck": report}
+    status = {
+        "dataset": dataset_id,
+        "status": "clean" if report["status"] == "clean" else "leak",
+        "entries": len(bundle["entry"]),
+        "leakcheck": report,
+    }
     if status["status"] == "clean":
         write_json(out, bundle)
     elif out.exists():

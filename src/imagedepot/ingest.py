@@ -152,7 +152,9 @@ def read_dicom_header(p: Path) -> dict[str, Any]:
     ms_class = str(getattr(meta, "MediaStorageSOPClassUID", "") or "") if meta else ""
     if ms_class == DICOMDIR_SOP_CLASS or p.name.upper() == "DICOMDIR":
         return {"dicomdir": True}
-    missing = [k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if k not in ds]
+    missing = [
+        k for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID") if k not in ds
+    ]
     if missing:
         if force and len(ds) == 0:
             raise InputError(p, "not a DICOM file (no preamble and no DICOM elements)")
@@ -206,7 +208,7 @@ def _check_nifti(p: Path) -> None:
 
     try:
         img = nib.load(str(p))
-        shape = img.shape
+        shape = img.shape  # type: ignore[attr-defined]
     except Exception as exc:
         raise InputError(p, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
     if not shape or min(shape) == 0:
@@ -339,15 +341,16 @@ def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
         except InputError as exc:
             found.quarantine.append({"path": str(p), "reason": exc.reason})
             continue
-        stem = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".gz") else p.name[:-4]
-        sidecar = p.with_name(stem + ".json")
+        sidecar = nifti_sidecar(p)
         recs = [file_record(p)]
         if sidecar in sidecars:
             sidecars.discard(sidecar)
             recs.append(file_record(sidecar) | {"role": "sidecar"})
         found.items.append(Item(id="", kind="nifti", format="nifti", files=recs))
     for s in sorted(sidecars):
-        found.quarantine.append({"path": str(s), "reason": "JSON file with no NIfTI image beside it"})
+        found.quarantine.append(
+            {"path": str(s), "reason": "JSON file with no NIfTI image beside it"}
+        )
 
     # Microscopy: one item per image; multi-file OME-TIFF sets count once.
     claimed: set[Path] = set()
@@ -364,12 +367,35 @@ def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
             found.quarantine.append({"path": str(p), "reason": exc.reason})
             continue
         claimed |= group
-        fmt = "ome-tiff" if _lower_name(p).endswith((".ome.tif", ".ome.tiff", ".ome.btf")) else (
-            "tiff" if _lower_name(p).endswith((".tif", ".tiff", ".btf")) else "bioformats"
+        fmt = (
+            "ome-tiff"
+            if _lower_name(p).endswith((".ome.tif", ".ome.tiff", ".ome.btf"))
+            else ("tiff" if _lower_name(p).endswith((".tif", ".tiff", ".btf")) else "bioformats")
         )
-        recs = [file_record(p)] + [file_record(q) | {"role": "companion"} for q in sorted(group - {p})]
+        recs = [file_record(p)] + [
+            file_record(q) | {"role": "companion"} for q in sorted(group - {p})
+        ]
         found.items.append(Item(id="", kind="microscopy", format=fmt, files=recs))
     return found
+
+
+def nifti_sidecar(p: Path) -> Path:
+    """The BIDS-style JSON sidecar path of a NIfTI file (``x.nii.gz`` -> ``x.json``)."""
+    stem = p.name[: -len(".nii.gz")] if p.name.lower().endswith(".gz") else p.name[:-4]
+    return p.with_name(stem + ".json")
+
+
+def _with_sidecars(files: list[Path]) -> list[Path]:
+    """Add the JSON sidecar beside each NIfTI file (a glob such as ``*.nii.gz`` names only the images)."""
+    out = list(files)
+    present = set(files)
+    for p in files:
+        if is_nifti(p):
+            side = nifti_sidecar(p)
+            if side.is_file() and side not in present:
+                out.append(side)
+                present.add(side)
+    return out
 
 
 def _number(items: Iterable[Item], prefix: str) -> None:
@@ -418,6 +444,8 @@ def scan(
         claimed: dict[Path, str] = {}
         for ds in datasets:
             files = resolve_source(ds.source_path(Path(sheet)))
+            if ds.modality_class == "nifti":
+                files = _with_sidecars(files)
             if not files:
                 raise ConfigError(
                     f"{sheet}: row {ds.row}, column 'source': {ds.source!r} matches no file; "
@@ -456,7 +484,10 @@ def scan(
         for r, p in sorted(inbox_files.items()):
             if r not in claimed:
                 manifest.quarantine.append(
-                    {"path": str(p), "reason": "in the inbox but not part of any dataset of the sample sheet"}
+                    {
+                        "path": str(p),
+                        "reason": "in the inbox but not part of any dataset of the sample sheet",
+                    }
                 )
     pending = [i for i in manifest.items if i.status == "pending"]
     for n, item in enumerate(pending):

@@ -72,11 +72,10 @@ def atomic_path(path: str | Path, *, force: bool = False, is_dir: bool = False) 
         if os.path.lexists(final):
             _remove(final)
         os.replace(tmp, final)
-        if not is_dir:
-            # mkstemp creates 0600; outputs get the usual umask-derived mode.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(final, 0o666 & ~umask)
+        # mkstemp/mkdtemp create 0600/0700; outputs get the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(final, (0o777 if is_dir else 0o666) & ~umask)
     except BaseException:
         _remove(tmp)
         raise
@@ -91,7 +90,9 @@ def write_text(path: str | Path, text: str, *, force: bool = True) -> Path:
 
 def write_json(path: str | Path, data: Any, *, force: bool = True) -> Path:
     """Write JSON atomically, sorted keys and indented for stable diffs."""
-    return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", force=force)
+    return write_text(
+        path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", force=force
+    )
 
 
 def read_json(path: str | Path) -> Any:
@@ -126,7 +127,7 @@ def iter_files(root: str | Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(r):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(TMP_PREFIX))
         for name in sorted(filenames):
-            if name.startswith(TMP_PREFIX):
+            if name.startswith((TMP_PREFIX, ".snakemake_timestamp")):
                 continue
             p = Path(dirpath) / name
             if p.is_file():

@@ -72,9 +72,7 @@ def _run_step(
             prov.outputs.clear()
             prov.quarantine(str(exc))
         else:
-            prov.add_outputs(
-                (p for p in iter_files(tmp) if p.name != PROVENANCE), root=tmp
-            )
+            prov.add_outputs((p for p in iter_files(tmp) if p.name != PROVENANCE), root=tmp)
         prov.write(tmp / PROVENANCE)
     return prov
 
@@ -127,7 +125,9 @@ def convert_item(
             prov.options["converter"] = zreport.to_dict()
             if options.ome_tiff:
                 treport = convert_to_ome_tiff(
-                    src, tmp / f"{item['id']}.ome.tif", pyramid_levels=options.pyramid_levels,
+                    src,
+                    tmp / f"{item['id']}.ome.tif",
+                    pyramid_levels=options.pyramid_levels,
                     reader=options.reader,
                 )
                 prov.options["converter_tiff"] = treport.to_dict()
@@ -137,7 +137,7 @@ def convert_item(
             src = item_files(item)[0]
             suffix = ".nii.gz" if src.name.lower().endswith(".gz") else ".nii"
             img = nib.load(str(src))
-            img.get_fdata(dtype="float32")  # decodes every voxel: a truncated file fails here
+            img.get_fdata(dtype="float32")  # type: ignore[attr-defined]  # a truncated file fails
             (tmp / "nifti").mkdir()
             shutil.copyfile(src, tmp / "nifti" / f"{item['id']}{suffix}")
             for side in item_files(item, role="sidecar"):
@@ -169,16 +169,12 @@ def deidentify_item(
 ) -> Provenance:
     """De-identify one item: the original DICOM (for controlled repositories), the converted NIfTI and
     sidecars, and the OME metadata of microscopy outputs, under the item's policy."""
-    from imagedepot.deid.pseudonym import Pseudonymizer, load_key
+    from imagedepot.deid.pseudonym import load_key
     from imagedepot.policy import load_policy
 
     item = load_item(item_json)
     policy = load_policy(settings.policy_path)
-    pseudo = Pseudonymizer(
-        load_key(settings.key_env, settings.key_file),
-        prefix=policy.pseudonym_prefix,
-        max_shift_days=policy.max_date_shift_days,
-    )
+    pseudo = policy.make_pseudonymizer(load_key(settings.key_env, settings.key_file))
     subject = item["subject"] or item["id"]
     pseudonym = pseudo.subject_id(subject)
     opts = policy.deid_options
@@ -193,8 +189,12 @@ def deidentify_item(
             from imagedepot.deid.dicom import deidentify_dicom
 
             r = deidentify_dicom(
-                item_files(item), tmp / "dicom", policy_options=opts, pseudonymizer=pseudo,
-                subject=subject, action_log=tmp / "actions.jsonl",
+                item_files(item),
+                tmp / "dicom",
+                policy_options=opts,
+                pseudonymizer=pseudo,
+                subject=subject,
+                action_log=tmp / "actions.jsonl",
             )
             reports["dicom"] = r.to_dict()
         if kind in ("dicom", "nifti"):
@@ -212,7 +212,10 @@ def deidentify_item(
             for src in sorted(conv.iterdir()):
                 if src.name.endswith((".ome.zarr", ".ome.tif")):
                     r3 = deidentify_ome(
-                        src, tmp / src.name, policy_options=opts, pseudonymizer=pseudo,
+                        src,
+                        tmp / src.name,
+                        policy_options=opts,
+                        pseudonymizer=pseudo,
                         subject=subject,
                     )
                     reports[src.name] = r3.to_dict()
@@ -237,19 +240,23 @@ def leakcheck_item(
     Writes a JSON report with ``status``: ``clean``, ``leak`` (the item is quarantined) or
     ``quarantined`` (it was quarantined upstream). Identifier values are never written.
     """
-    from imagedepot.leakcheck import leakcheck
+    from imagedepot.leakcheck import allowed_kinds_for_options, leakcheck
 
     item = load_item(item_json)
     deid = Path(deidentified)
     up = read_status(deid)
     result: dict[str, Any] = {"item": item["id"], "dataset": item.get("dataset")}
     if up["status"] != "processed":
-        result |= {"status": "quarantined", "reason": f"quarantined upstream at {up['step']}: {up['reason']}"}
+        result |= {
+            "status": "quarantined",
+            "reason": f"quarantined upstream at {up['step']}: {up['reason']}",
+        }
     else:
         extra = [item["subject"]] if item.get("subject") else []
         originals = [Path(f["path"]) for f in item["files"]]
         outputs = [p for p in deid.iterdir() if p.name != PROVENANCE]
-        rep = leakcheck(originals, outputs, extra=extra).to_dict()
+        allow = allowed_kinds_for_options(frozenset(up.get("options", {}).get("deid_options", [])))
+        rep = leakcheck(originals, outputs, extra=extra, allow_kinds=allow).to_dict()
         result |= {"report": rep, "status": "clean" if rep["status"] == "clean" else "leak"}
         if result["status"] == "leak":
             result["reason"] = f"leak gate: {len(rep['hits'])} identifier hit(s) in the outputs"

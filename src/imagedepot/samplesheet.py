@@ -57,7 +57,9 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
 
         wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
         ws = wb.worksheets[0]
-        rows = [["" if v is None else str(v).strip() for v in r] for r in ws.iter_rows(values_only=True)]
+        rows = [
+            ["" if v is None else str(v).strip() for v in r] for r in ws.iter_rows(values_only=True)
+        ]
         wb.close()
     elif suffix in {".tsv", ".csv", ".txt"}:
         delim = "," if suffix == ".csv" else "\t"
@@ -75,7 +77,9 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
     for n, r in enumerate(rows[1:], start=2):
         if len(r) > len(header) and any(r[len(header) :]):
             raise ConfigError(f"{p}: row {n}: more cells than columns in the header")
-        out.append({h: (r[i] if i < len(r) else "") for i, h in enumerate(header)} | {"__row__": str(n)})
+        out.append(
+            {h: (r[i] if i < len(r) else "") for i, h in enumerate(header)} | {"__row__": str(n)}
+        )
     return out
 
 
@@ -95,7 +99,9 @@ def load_samples(
     rows = read_table(p)
     missing = [c for c in REQUIRED if c not in rows[0]] if rows else list(REQUIRED)
     if missing:
-        raise ConfigError(f"{p}: row 1: missing column(s) {', '.join(missing)}; add them to the header")
+        raise ConfigError(
+            f"{p}: row 1: missing column(s) {', '.join(missing)}; add them to the header"
+        )
     validator = jsonschema.Draft202012Validator(load_schema("samples"))
     problems: list[str] = []
     datasets: list[Dataset] = []

@@ -47,8 +47,17 @@ class StageReport:
     bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
+        """Plain-JSON form (trusted zone: reasons may name original files)."""
         return dict(self.__dict__)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The form that travels with the staged data: skipped items by id and category only,
+        since a reason may quote an original path or a tool message about the original."""
+        d = self.to_dict()
+        d["skipped"] = [
+            {"item": s["item"], "category": s["reason"].split(":", 1)[0]} for s in self.skipped
+        ]
+        return d
 
 
 def _public_provenance(prov: dict[str, Any]) -> dict[str, Any]:
@@ -58,7 +67,11 @@ def _public_provenance(prov: dict[str, Any]) -> dict[str, Any]:
     opts.pop("reports", None)
     keep["options"] = opts
     pol = prov.get("policy") or {}
-    keep["policy"] = {k: pol.get(k) for k in ("name", "sha256", "data_use", "deid_options", "profile_edition") if k in pol}
+    keep["policy"] = {
+        k: pol.get(k)
+        for k in ("name", "sha256", "data_use", "deid_options", "profile_edition")
+        if k in pol
+    }
     keep["outputs"] = prov.get("outputs", [])
     keep["inputs_count"] = len(prov.get("inputs", []))
     return keep
@@ -86,7 +99,9 @@ def stage_destination(
                 continue
             iid = item["id"]
             if item["status"] != "pending":
-                report.skipped.append({"item": iid, "reason": f"{item['status']}: {item['reason']}"})
+                report.skipped.append(
+                    {"item": iid, "reason": f"{item['status']}: {item['reason']}"}
+                )
                 continue
             policy = policies.get(item["policy"])
             try:
@@ -98,13 +113,15 @@ def stage_destination(
                 continue
             leak = read_json(inputs.leak_root / f"{iid}.json")
             if leak["status"] != "clean":
-                report.skipped.append({"item": iid, "reason": f"{leak['status']}: {leak.get('reason')}"})
+                report.skipped.append(
+                    {"item": iid, "reason": f"{leak['status']}: {leak.get('reason')}"}
+                )
                 continue
             src = inputs.deid_root / iid
             dst = tmp / item["dataset"] / iid
             dst.mkdir(parents=True)
             for f in sorted(src.iterdir()):
-                if f.name in TRUSTED_ONLY:
+                if f.name in TRUSTED_ONLY or f.name.startswith(".snakemake"):
                     continue
                 if f.name == "provenance.json":
                     write_json(dst / f.name, _public_provenance(read_json(f)))
@@ -115,9 +132,13 @@ def stage_destination(
             datasets.add(item["dataset"])
             report.staged.append(iid)
         for ds in sorted(datasets):
-            status_file = inputs.fhir_root / f"{ds}.status.json"
-            bundle = inputs.fhir_root / f"{ds}.json"
-            if status_file.exists() and read_json(status_file).get("status") == "clean" and bundle.exists():
+            status_file = inputs.fhir_root / ds / "bundle.status.json"
+            bundle = inputs.fhir_root / ds / "bundle.json"
+            if (
+                status_file.exists()
+                and read_json(status_file).get("status") == "clean"
+                and bundle.exists()
+            ):
                 shutil.copy2(bundle, tmp / ds / "fhir-bundle.json")
         records = [file_record(p, tmp) for p in iter_files(tmp)]
         report.files = len(records)
@@ -128,10 +149,15 @@ def stage_destination(
         )
         write_json(
             tmp / "manifest.json",
-            {"destination": destination, "class": destination_class, "created": now(),
-             "versions": tool_versions(), "files": records},
+            {
+                "destination": destination,
+                "class": destination_class,
+                "created": now(),
+                "versions": tool_versions(),
+                "files": records,
+            },
         )
-        write_json(tmp / "summary.json", report.to_dict())
+        write_json(tmp / "summary.json", report.public_dict())
     log.info("staged %d item(s) for %s (%d files)", len(report.staged), destination, report.files)
     return report
 
@@ -173,17 +199,30 @@ def summarize_run(
     for item in manifest["items"]:
         iid = item["id"]
         if item["status"] == "excluded":
-            excluded.append({"item": iid, "dataset": item.get("dataset"), "reason": item["reason"],
-                             "files": len(item["files"])})
+            excluded.append(
+                {
+                    "item": iid,
+                    "dataset": item.get("dataset"),
+                    "reason": item["reason"],
+                    "files": len(item["files"]),
+                }
+            )
             continue
         leak = leaks.get(iid)
         if leak is None:
-            quarantined.append({"item": iid, "dataset": item.get("dataset"),
-                                "reason": "no leak report (the item did not finish)"})
+            quarantined.append(
+                {
+                    "item": iid,
+                    "dataset": item.get("dataset"),
+                    "reason": "no leak report (the item did not finish)",
+                }
+            )
         elif leak["status"] == "clean":
             processed.append(iid)
         else:
-            quarantined.append({"item": iid, "dataset": item.get("dataset"), "reason": leak.get("reason")})
+            quarantined.append(
+                {"item": iid, "dataset": item.get("dataset"), "reason": leak.get("reason")}
+            )
     for q in manifest["quarantine"]:
         quarantined.append({"file": q["path"], "dataset": q.get("dataset"), "reason": q["reason"]})
     found = len(manifest["items"]) + len(manifest["quarantine"])
@@ -205,7 +244,9 @@ def summarize_run(
         if sfile.exists():
             s = read_json(sfile)
             summary["destinations"][s["destination"]] = {
-                "staged": len(s["staged"]), "files": s["files"], "bytes": s["bytes"],
+                "staged": len(s["staged"]),
+                "files": s["files"],
+                "bytes": s["bytes"],
             }
     if found != summary["processed"] + summary["quarantined"] + summary["excluded"]:
         raise ImagedepotError(f"run accounting does not add up: {summary}")

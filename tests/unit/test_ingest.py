@@ -154,3 +154,17 @@ def test_scan_writes_manifest_and_items(tmp_path: Path, dicom_factory) -> None:
     m.write(tmp_path / "out" / "manifest.json", tmp_path / "out" / "items")
     assert (tmp_path / "out" / "items" / "item-d001.json").is_file()
     shutil.rmtree(tmp_path / "out")
+
+
+def test_nifti_glob_brings_its_sidecar(tmp_path: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.int16), np.eye(4)), inbox / "a.nii.gz")
+    (inbox / "a.json").write_text("{}")
+    sheet = _sheet(tmp_path, ["ds-n\tS1\tnifti\tinbox/*.nii.gz\tpol\tlocal\n"])
+    m = scan(inbox, datasets=load_samples(sheet), sheet=sheet)
+    assert not m.quarantine
+    assert [f.get("role") for f in m.items[0].files] == [None, "sidecar"]

@@ -8,7 +8,7 @@ from pathlib import Path
 from imagedepot.cli._common import add_config_options, get_config
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``fhir`` verb and its subcommands."""
     p = sub.add_parser("fhir", help="build FHIR bundles linking de-identified studies")
     fsub = p.add_subparsers(dest="fhir_command", metavar="COMMAND")

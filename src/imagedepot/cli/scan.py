@@ -12,7 +12,7 @@ from imagedepot.io import check_overwrite
 log = logging.getLogger(__name__)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``scan`` verb."""
     p = sub.add_parser(
         "scan",
@@ -28,7 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("inbox", nargs="?", help="inbox folder (default: `inbox` of the config)")
     p.add_argument("--out", required=True, metavar="MANIFEST", help="manifest JSON to write")
     p.add_argument("--items-dir", metavar="DIR", help="also write one JSON per item into DIR")
-    p.add_argument("--samples", metavar="SHEET", help="sample sheet (default: `samples` of the config)")
+    p.add_argument(
+        "--samples", metavar="SHEET", help="sample sheet (default: `samples` of the config)"
+    )
     p.add_argument("--batch-size", type=int, help="items per batch (default: config or 50)")
     p.add_argument("--force", action="store_true", help="overwrite an existing manifest")
     add_config_options(p)
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
             policies = load_policies(config)
             for ds in datasets:
                 for dest in ds.destinations:
-                    policies[ds.policy].check_destination(dest, config["destinations"][dest]["class"])
+                    policies[ds.policy].check_destination(
+                        dest, config["destinations"][dest]["class"]
+                    )
     manifest = scan(inbox, datasets=datasets, sheet=sheet, policies=policies, batch_size=batch)
     manifest.write(args.out, args.items_dir)
     c = manifest.counts()

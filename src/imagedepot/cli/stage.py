@@ -8,7 +8,7 @@ from pathlib import Path
 from imagedepot.cli._common import add_config_options, get_config, load_policies
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``stage`` verb and its subcommands."""
     p = sub.add_parser("stage", help="stage de-identified outputs for a destination (no network)")
     ssub = p.add_subparsers(dest="stage_command", metavar="COMMAND")
@@ -48,7 +48,9 @@ def run_local(args: argparse.Namespace) -> int:
     report = stage_destination(
         args.destination,
         dest["class"],
-        StageInputs(Path(args.manifest), Path(args.deid_root), Path(args.leak_root), Path(args.fhir_root)),
+        StageInputs(
+            Path(args.manifest), Path(args.deid_root), Path(args.leak_root), Path(args.fhir_root)
+        ),
         args.out,
         policies=load_policies(config),
     )

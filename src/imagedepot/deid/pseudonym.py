@@ -39,7 +39,9 @@ def load_key(key_env: str | None = DEFAULT_KEY_ENV, key_file: str | Path | None 
             f"or point pseudonymisation.key_file at a file (given: {key_file})"
         )
     if len(key) < MIN_KEY_BYTES:
-        raise ConfigError(f"pseudonymisation key from {source} is shorter than {MIN_KEY_BYTES} bytes")
+        raise ConfigError(
+            f"pseudonymisation key from {source} is shorter than {MIN_KEY_BYTES} bytes"
+        )
     return key
 
 

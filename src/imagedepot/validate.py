@@ -1,0 +1,378 @@
+"""Check converted outputs against independent readers and spec models.
+
+* OME-Zarr (NGFF 0.4 and 0.5, plain image or bioformats2raw layout): metadata validated with
+  ``ome-zarr-models``; every array of every resolution level opened and its first chunk decoded;
+  ``OME/METADATA.ome.xml`` parsed with ``ome-types`` and its image count matched to the series.
+* OME-TIFF: the OME-XML parsed with ``ome-types``; each image's sizes matched to the TIFF series
+  tifffile finds; the first tile of each series decoded.
+* NIfTI: nibabel; shape, finite affine with non-zero determinant, orientation codes, scaling, data
+  readable to the last plane.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+ZARR_MARKERS = (".zattrs", ".zgroup", "zarr.json")
+TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+@dataclass
+class ValidationResult:
+    """The outcome of :func:`validate_path`.
+
+    Attributes
+    ----------
+    path
+        What was checked.
+    kind
+        ``ome-zarr``, ``ome-tiff``, ``nifti`` or ``unknown``.
+    errors
+        What is wrong; empty when valid.
+    info
+        What was found (version, images, shapes...).
+    """
+
+    path: str
+    kind: str
+    errors: list[str] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def valid(self) -> bool:
+        """True when no error was found."""
+        return not self.errors
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (with ``valid``)."""
+        return {
+            "path": self.path,
+            "kind": self.kind,
+            "valid": self.valid,
+            "errors": list(self.errors),
+            "info": self.info,
+        }
+
+
+def detect_kind(path: str | Path) -> str:
+    """Guess what ``path`` is from its layout and name: ``ome-zarr``, ``ome-tiff``, ``nifti``."""
+    p = Path(path)
+    name = p.name.lower()
+    if p.is_dir() and any((p / m).is_file() for m in ZARR_MARKERS):
+        return "ome-zarr"
+    if name.endswith(TIFF_SUFFIXES):
+        return "ome-tiff"
+    if name.endswith(NIFTI_SUFFIXES):
+        return "nifti"
+    return "unknown"
+
+
+def validate_path(path: str | Path) -> ValidationResult:
+    """Validate one output (OME-Zarr folder, OME-TIFF file or NIfTI file).
+
+    Never raises for a bad file: every problem found is listed in ``errors``.
+    """
+    p = Path(path)
+    kind = detect_kind(p)
+    result = ValidationResult(path=str(p), kind=kind)
+    if not p.exists():
+        result.errors.append("no such file or folder")
+        return result
+    if kind == "ome-zarr":
+        _check_ome_zarr(p, result)
+    elif kind == "ome-tiff":
+        _check_ome_tiff(p, result)
+    elif kind == "nifti":
+        info, problems = inspect_nifti(p)
+        result.info.update(info)
+        result.errors.extend(problems)
+    else:
+        result.errors.append(
+            "not an OME-Zarr folder, OME-TIFF (.tif/.tiff) or NIfTI (.nii/.nii.gz)"
+        )
+    return result
+
+
+# --------------------------------------------------------------------------- NIfTI
+
+
+def inspect_nifti(
+    path: str | Path, *, require_scaling: bool = False
+) -> tuple[dict[str, Any], list[str]]:
+    """Read a NIfTI back and check it.
+
+    Parameters
+    ----------
+    path
+        ``.nii`` or ``.nii.gz`` file.
+    require_scaling
+        Also require a finite ``scl_slope`` (dcm2niix always writes one). Without it a NaN slope is
+        accepted as "no scaling", as nibabel writes it.
+
+    Returns
+    -------
+    info, problems
+        ``info`` has ``shape``, ``dtype``, ``zooms`` (mm, and seconds for a 4th axis) and
+        ``axcodes`` (e.g. ``("L", "A", "S")``, the direction each voxel axis increases towards);
+        ``problems`` lists what is wrong (empty when the file is good).
+    """
+    import nibabel as nib
+
+    info: dict[str, Any] = {}
+    problems: list[str] = []
+    try:
+        img = nib.load(str(path))
+    except Exception as exc:  # nibabel raises many types for a bad file
+        return info, [f"nibabel cannot read it: {exc}"]
+    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
+        return info, [f"not a NIfTI image ({type(img).__name__})"]
+    hdr = img.header
+    shape = tuple(int(n) for n in img.shape)
+    info["shape"] = list(shape)
+    info["dtype"] = str(hdr.get_data_dtype())
+    info["zooms"] = [float(z) for z in hdr.get_zooms()]
+    if len(shape) < 2 or min(shape) < 1:
+        problems.append(f"bad shape {shape}")
+    affine = img.affine
+    if affine is None or not np.all(np.isfinite(affine)):
+        problems.append("affine is not finite")
+    elif abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
+        problems.append("affine is singular (zero determinant)")
+    else:
+        info["axcodes"] = list(nib.aff2axcodes(affine))
+    if int(hdr["sform_code"]) <= 0 and int(hdr["qform_code"]) <= 0:
+        problems.append("no spatial orientation (qform_code and sform_code are 0)")
+    # nibabel moves scaling from the loaded header to the data proxy: read the stored values.
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as fh:
+        raw = img.header_class.from_fileobj(fh)
+    slope = float(raw["scl_slope"])
+    inter = float(raw["scl_inter"])
+    info["scl_slope"] = slope if np.isfinite(slope) else None
+    info["scl_inter"] = inter if np.isfinite(inter) else None
+    if np.isinf(slope) or (require_scaling and not np.isfinite(slope)):
+        problems.append(f"scl_slope is not finite ({slope})")
+    if np.isinf(inter) or (
+        require_scaling and np.isfinite(slope) and slope != 0 and np.isnan(inter)
+    ):
+        problems.append(f"scl_inter is not finite ({inter})")
+    if not problems:
+        # Read the last 2-D plane: a truncated file fails here, memory stays one plane.
+        index = (slice(None), slice(None)) + (-1,) * (len(shape) - 2)
+        try:
+            last = np.asanyarray(img.dataobj[index])
+        except Exception as exc:
+            problems.append(f"data cannot be read: {exc}")
+        else:
+            if np.issubdtype(last.dtype, np.floating) and not np.all(np.isfinite(last)):
+                info["non_finite_voxels"] = True
+    return info, problems
+
+
+# --------------------------------------------------------------------------- OME-Zarr
+
+
+def _need(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise RuntimeError(f"validation needs {package}: pip install {package}") from exc
+
+
+def _first_chunk(arr: Any) -> None:
+    """Decode the first chunk of a zarr array (raises when the data cannot be read)."""
+    chunks = arr.chunks
+    index = tuple(slice(0, min(int(n), int(c))) for n, c in zip(arr.shape, chunks, strict=True))
+    np.asarray(arr[index])
+
+
+def _check_ome_zarr(path: Path, result: ValidationResult) -> None:
+    try:
+        zarr = _need("zarr", "zarr")
+        models = _need("ome_zarr_models", "ome-zarr-models")
+    except RuntimeError as exc:
+        result.errors.append(str(exc))
+        return
+    try:
+        root = zarr.open_group(str(path), mode="r")
+    except Exception as exc:
+        result.errors.append(f"zarr cannot open the group: {exc}")
+        return
+    zarr_format = int(root.metadata.zarr_format)
+    version = "0.5" if zarr_format == 3 else "0.4"
+    attrs = root.attrs.asdict()
+    ome = attrs.get("ome", attrs) if zarr_format == 3 else attrs
+    result.info["zarr_format"] = zarr_format
+    result.info["ngff_version"] = ome.get("version", version) if isinstance(ome, dict) else version
+    image_paths: list[str]
+    if isinstance(ome, dict) and "bioformats2raw.layout" in ome:
+        result.info["layout"] = "bioformats2raw"
+        try:
+            if version == "0.5":
+                from ome_zarr_models.v05.bioformats2raw import BioFormats2Raw as Bf2RawV05
+
+                model: Any = Bf2RawV05.from_zarr(root)
+            else:
+                from ome_zarr_models.v04.bioformats2raw import BioFormats2Raw as Bf2RawV04
+
+                model = Bf2RawV04.from_zarr(root)
+            image_paths = list(model.image_paths)
+        except Exception as exc:
+            result.errors.append(f"ome-zarr-models: not a valid bioformats2raw group: {exc}")
+            return
+        if not image_paths:
+            result.errors.append("bioformats2raw group without images (no '0' group)")
+        _check_ome_group(root, path, version, image_paths, result)
+    else:
+        result.info["layout"] = "image"
+        try:
+            models.open_ome_zarr(root, version=version)
+        except Exception as exc:
+            result.errors.append(f"ome-zarr-models: {exc}")
+            return
+        image_paths = [""]
+    images = []
+    for image_path in image_paths:
+        group = root[image_path] if image_path else root
+        gattrs = group.attrs.asdict()
+        gome = gattrs.get("ome", gattrs) if zarr_format == 3 else gattrs
+        entry: dict[str, Any] = {"path": image_path or ".", "levels": []}
+        try:
+            multiscale = gome["multiscales"][0]
+            entry["axes"] = [a["name"] for a in multiscale["axes"]]
+            for ds in multiscale["datasets"]:
+                arr = group[ds["path"]]
+                _first_chunk(arr)
+                entry["levels"].append({"path": ds["path"], "shape": list(arr.shape)})
+            entry["dtype"] = str(group[multiscale["datasets"][0]["path"]].dtype)
+        except Exception as exc:
+            result.errors.append(f"image {image_path or '.'}: arrays cannot be read: {exc}")
+        images.append(entry)
+    result.info["images"] = images
+
+
+def _check_ome_group(
+    root: Any, path: Path, version: str, images: list[str], result: ValidationResult
+) -> None:
+    """Check the ``OME`` group of a bioformats2raw layout: ``series`` and ``METADATA.ome.xml``."""
+    if "OME" not in root:
+        return
+    ome_attrs = root["OME"].attrs.asdict()
+    if version == "0.5":
+        ome_attrs = ome_attrs.get("ome", {})
+    series = ome_attrs.get("series")
+    if series is not None:
+        if not isinstance(series, list) or not all(isinstance(s, str) for s in series):
+            result.errors.append("OME/series must be a list of paths")
+        elif [s for s in series if s not in root]:
+            result.errors.append(
+                f"OME/series names missing groups: {[s for s in series if s not in root]}"
+            )
+        elif len(series) != len(images):
+            result.errors.append(f"OME/series lists {len(series)} images, found {len(images)}")
+    xml_path = path / "OME" / "METADATA.ome.xml"
+    if not xml_path.is_file():
+        return
+    try:
+        ome_types = _need("ome_types", "ome-types")
+        ome = ome_types.from_xml(xml_path.read_text(encoding="utf-8"))
+    except Exception as exc:
+        result.errors.append(f"OME/METADATA.ome.xml: not valid OME-XML: {exc}")
+        return
+    result.info["ome_xml_images"] = len(ome.images)
+    if len(ome.images) != len(images):
+        result.errors.append(
+            f"OME/METADATA.ome.xml has {len(ome.images)} images, the group {len(images)}"
+        )
+    for image in ome.images:
+        pixels = image.pixels
+        if pixels.tiff_data_blocks or pixels.bin_data_blocks:
+            result.errors.append(
+                f"OME/METADATA.ome.xml {image.id}: must use MetadataOnly, not TiffData/BinData"
+            )
+
+
+# --------------------------------------------------------------------------- OME-TIFF
+
+
+def _check_ome_tiff(path: Path, result: ValidationResult) -> None:
+    import tifffile
+
+    try:
+        ome_types = _need("ome_types", "ome-types")
+    except RuntimeError as exc:
+        result.errors.append(str(exc))
+        return
+    try:
+        with tifffile.TiffFile(path) as tif:
+            if not tif.is_ome or not tif.ome_metadata:
+                result.errors.append("no OME-XML in the first ImageDescription (not an OME-TIFF)")
+                return
+            try:
+                ome = ome_types.from_xml(tif.ome_metadata)
+            except Exception as exc:
+                result.errors.append(f"OME-XML does not parse as OME: {exc}")
+                return
+            series = list(tif.series)
+            result.info["images"] = [
+                {
+                    "name": img.name,
+                    "size_tczyx": [
+                        img.pixels.size_t,
+                        img.pixels.size_c,
+                        img.pixels.size_z,
+                        img.pixels.size_y,
+                        img.pixels.size_x,
+                    ],
+                    "type": str(img.pixels.type.value),
+                    "levels": len(series[i].levels) if i < len(series) else 0,
+                }
+                for i, img in enumerate(ome.images)
+            ]
+            if len(series) != len(ome.images):
+                result.errors.append(
+                    f"OME-XML has {len(ome.images)} images, tifffile finds {len(series)} series"
+                )
+            for i, (img, s) in enumerate(zip(ome.images, series, strict=False)):
+                px = img.pixels
+                shape = dict(zip(s.get_axes(False), s.get_shape(False), strict=True))
+                if shape.get("X") != px.size_x or shape.get("Y") != px.size_y:
+                    result.errors.append(
+                        f"image {i}: OME-XML says {px.size_x}x{px.size_y}, TIFF holds {shape}"
+                    )
+                missing = sum(1 for page in s.pages if page is None)
+                if missing:
+                    result.errors.append(
+                        f"image {i}: {missing} plane(s) named in the OME-XML are not in the TIFF"
+                    )
+                planes = int(
+                    np.prod([n for a, n in shape.items() if a not in "YXS"], dtype=np.int64)
+                )
+                if planes * shape.get("S", 1) != px.size_t * px.size_c * px.size_z:
+                    result.errors.append(
+                        f"image {i}: OME-XML plane count does not match the TIFF pages"
+                    )
+                try:
+                    store = s.aszarr(level=0)
+                    zarr = _need("zarr", "zarr")
+                    _first_chunk(zarr.open_array(store, mode="r"))
+                    for level in range(1, len(s.levels)):
+                        _first_chunk(zarr.open_array(s.aszarr(level=level), mode="r"))
+                except Exception as exc:
+                    result.errors.append(f"image {i}: pixels cannot be decoded: {exc}")
+    except (tifffile.TiffFileError, OSError) as exc:
+        result.errors.append(f"tifffile cannot read it: {exc}")
+
+
+__all__ = ["ValidationResult", "detect_kind", "inspect_nifti", "validate_path"]

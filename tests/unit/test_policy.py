@@ -1,0 +1,394 @@
+"""Policies: schema, fail-closed compilation, presets, conflicts, consent, destinations."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from imagedepot.deid.profile import EDITION, OPTIONS
+from imagedepot.errors import PolicyError
+from imagedepot.policy import (
+    PRESET_FORBIDDEN,
+    PRESETS,
+    PUBLIC_FORBIDDEN_OPTIONS,
+    load_policy,
+    policy_schema,
+)
+
+BASE: dict[str, Any] = {
+    "policy_version": 1,
+    "name": "demo-cohort",
+    "data_use": {"permission": "DUO:0000042", "modifiers": ["DUO:0000019"]},
+    "consent": {
+        "required": True,
+        "sheet": "../consent.tsv",
+        "subject_column": "subject",
+        "consent_column": "consent_imaging",
+        "consent_values": ["yes"],
+    },
+    "destinations": {"allowed_classes": ["internal", "controlled_repository"]},
+    "deidentification": {
+        "options": ["retain_longitudinal_modified_dates"],
+        "pseudonym_prefix": "SUBJ",
+        "max_date_shift_days": 3650,
+    },
+}
+
+CONSENT_TSV = "subject\tconsent_imaging\nP001\tyes\nP002\tno\nP003\t YES \nP004\tyes\nP004\tno\n"
+
+
+def merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = json.loads(json.dumps(base))
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        elif value is None:
+            out.pop(key, None)
+        else:
+            out[key] = value
+    return out
+
+
+@pytest.fixture
+def write_policy(tmp_path: Path):
+    (tmp_path / "consent.tsv").write_text(CONSENT_TSV, encoding="utf-8")
+    (tmp_path / "policies").mkdir()
+
+    def write(patch: dict[str, Any] | None = None, name: str = "p.yaml") -> Path:
+        path = tmp_path / "policies" / name
+        path.write_text(yaml.safe_dump(merge(BASE, patch or {})), encoding="utf-8")
+        return path
+
+    return write
+
+
+def test_architecture_example_loads(write_policy) -> None:
+    pol = load_policy(write_policy())
+    assert pol.name == "demo-cohort"
+    assert pol.deid_options == {"retain_longitudinal_modified_dates"}
+    assert pol.data_use["permission"] == "DUO:0000042"
+    assert pol.pseudonym_prefix == "SUBJ"
+    assert pol.max_date_shift_days == 3650
+    assert pol.preset is None
+
+
+def test_demo_policies_of_the_demo_module_load(tmp_path: Path) -> None:
+    from imagedepot import demo
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (tmp_path / "consent.tsv").write_text(CONSENT_TSV, encoding="utf-8")
+    for name, text in [
+        ("demo-cohort.yaml", demo.DEMO_COHORT_POLICY),
+        ("open-microscopy.yaml", demo.OPEN_MICROSCOPY_POLICY),
+    ]:
+        (folder / name).write_text(text, encoding="utf-8")
+        assert load_policy(folder / name).name == name.removesuffix(".yaml")
+
+
+def test_schema_describes_every_property_and_forbids_extras() -> None:
+    schema = policy_schema()
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+
+    def walk(node: Any, where: str) -> None:
+        if isinstance(node, dict):
+            if node.get("type") == "object" or "properties" in node:
+                assert node.get("additionalProperties") is False, where
+            for key, sub in node.get("properties", {}).items():
+                assert sub.get("description"), f"{where}.{key} has no description"
+            for key, sub in node.items():
+                if key not in ("if", "then"):  # conditions, not property definitions
+                    walk(sub, f"{where}.{key}")
+        elif isinstance(node, list):
+            for i, sub in enumerate(node):
+                walk(sub, f"{where}[{i}]")
+
+    walk(schema, "schema")
+    enum = schema["properties"]["deidentification"]["properties"]["options"]["items"]["enum"]
+    assert set(enum) == OPTIONS
+
+
+# ----------------------------------------------------------------------------- fail closed
+
+
+@pytest.mark.parametrize(
+    ("patch", "rule", "what"),
+    [
+        (
+            {"deidentification": {"options": ["retain_everything"]}},
+            "deidentification.options[0]",
+            "retain_everything",
+        ),
+        ({"deidentification": {"preset": "hipaa_full"}}, "deidentification.preset", "hipaa_full"),
+        ({"data_use": {"permission": "DUO:42"}}, "data_use.permission", "DUO:42"),
+        ({"data_use": {"modifiers": ["DUO:0000019", "GRU"]}}, "data_use.modifiers[1]", "GRU"),
+        (
+            {"destinations": {"allowed_classes": ["internal", "public"]}},
+            "destinations.allowed_classes[1]",
+            "public",
+        ),
+        ({"surprise": 1}, "(top level)", "surprise"),
+        (
+            {"deidentification": {"max_date_shift_days": 0}},
+            "deidentification.max_date_shift_days",
+            "0",
+        ),
+        ({"policy_version": 2}, "policy_version", "1"),
+        ({"consent": {"consent_column": None}}, "consent", "consent_column"),
+        (
+            {"deidentification": {"pseudonym_prefix": "S-1"}},
+            "deidentification.pseudonym_prefix",
+            "S-1",
+        ),
+    ],
+)
+def test_invalid_policies_name_rule_and_file(write_policy, patch, rule, what) -> None:
+    path = write_policy(patch)
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    msg = str(exc.value)
+    assert str(path) in msg
+    assert rule in msg
+    assert what in msg
+
+
+def test_not_yaml_and_duplicate_keys_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="not valid YAML"):
+        load_policy(bad)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text("name: a\nname: b\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match="duplicate key 'name'"):
+        load_policy(dup)
+    with pytest.raises(PolicyError, match="cannot read"):
+        load_policy(tmp_path / "absent.yaml")
+
+
+# ----------------------------------------------------------------------------- presets, conflicts
+
+
+def test_presets_expand_and_add_explicit_options(write_policy) -> None:
+    for preset, expanded in PRESETS.items():
+        pol = load_policy(write_policy({"deidentification": {"preset": preset, "options": []}}))
+        assert pol.deid_options == expanded
+        assert pol.preset == preset
+    pol = load_policy(
+        write_policy(
+            {
+                "deidentification": {
+                    "preset": "gdpr_pseudonymised",
+                    "options": ["retain_device_identity"],
+                }
+            }
+        )
+    )
+    assert pol.deid_options == PRESETS["gdpr_pseudonymised"] | {"retain_device_identity"}
+
+
+def test_anonymising_presets_keep_nothing_linkable() -> None:
+    for preset in ("hipaa_safe_harbor", "gdpr_anonymised"):
+        assert not PRESETS[preset] & PUBLIC_FORBIDDEN_OPTIONS
+        assert "retain_longitudinal_modified_dates" in PRESET_FORBIDDEN[preset]
+        assert "clean_pixel_data" in PRESETS[preset]
+
+
+@pytest.mark.parametrize("preset", ["hipaa_safe_harbor", "gdpr_anonymised"])
+def test_preset_rejects_options_that_undo_it(write_policy, preset) -> None:
+    path = write_policy({"deidentification": {"preset": preset, "options": ["retain_uids"]}})
+    with pytest.raises(PolicyError, match=f"preset {preset} conflicts with option.*retain_uids"):
+        load_policy(path)
+
+
+def test_full_and_modified_dates_conflict(write_policy) -> None:
+    both = ["retain_longitudinal_full_dates", "retain_longitudinal_modified_dates"]
+    with pytest.raises(
+        PolicyError,
+        match="retain_longitudinal_full_dates conflicts with retain_longitudinal_modified_dates",
+    ):
+        load_policy(write_policy({"deidentification": {"options": both}}))
+
+
+@pytest.mark.parametrize("option", sorted(PUBLIC_FORBIDDEN_OPTIONS))
+def test_public_archive_rejects_linkable_options(write_policy, option) -> None:
+    path = write_policy(
+        {
+            "destinations": {"allowed_classes": ["internal", "public_archive"]},
+            "deidentification": {"options": [option]},
+        }
+    )
+    with pytest.raises(PolicyError, match=f"public_archive conflicts with option.*{option}"):
+        load_policy(path)
+
+
+def test_public_archive_rejects_pseudonymised_preset(write_policy) -> None:
+    path = write_policy(
+        {
+            "destinations": {"allowed_classes": ["public_archive"]},
+            "deidentification": {"preset": "gdpr_pseudonymised", "options": []},
+        }
+    )
+    with pytest.raises(
+        PolicyError, match="public_archive conflicts with preset gdpr_pseudonymised"
+    ):
+        load_policy(path)
+
+
+def test_public_archive_with_anonymising_preset_is_fine(write_policy) -> None:
+    path = write_policy(
+        {
+            "destinations": {"allowed_classes": ["public_archive"]},
+            "deidentification": {"preset": "gdpr_anonymised", "options": []},
+        }
+    )
+    load_policy(path).check_destination("zenodo", "public_archive")
+
+
+# ----------------------------------------------------------------------------- destinations
+
+
+def test_check_destination(write_policy) -> None:
+    pol = load_policy(write_policy())
+    pol.check_destination("local", "internal")
+    pol.check_destination("ega", "controlled_repository")
+    with pytest.raises(
+        PolicyError, match="does not allow destination 'zenodo' of class public_archive"
+    ):
+        pol.check_destination("zenodo", "public_archive")
+    with pytest.raises(PolicyError, match="unknown class 'cloud'"):
+        pol.check_destination("s3", "cloud")
+
+
+# ----------------------------------------------------------------------------- consent
+
+
+def test_consent_from_tsv(write_policy) -> None:
+    pol = load_policy(write_policy())
+    assert pol.consented("P001")
+    assert not pol.consented("P002")  # answered no
+    assert pol.consented("P003")  # case and spaces ignored
+    assert not pol.consented("P004")  # one of two rows says no
+    assert not pol.consented("P999")  # not in the sheet
+
+
+def test_consent_not_required_means_everyone(write_policy) -> None:
+    pol = load_policy(
+        write_policy({"consent": {"required": False, "sheet": None, "consent_column": None}})
+    )
+    assert pol.consented("anyone")
+
+
+def test_consent_from_csv_and_xlsx(write_policy, tmp_path: Path) -> None:
+    (tmp_path / "consent.csv").write_text("subject,consent_imaging\nP010,Yes\n", encoding="utf-8")
+    pol = load_policy(write_policy({"consent": {"sheet": "../consent.csv"}}))
+    assert pol.consented("P010")
+
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["subject", "consent_imaging"])
+    sheet.append([11, "yes"])  # a numeric subject id
+    book.save(tmp_path / "consent.xlsx")
+    pol = load_policy(write_policy({"consent": {"sheet": "../consent.xlsx"}}))
+    assert pol.consented("11")
+
+
+def test_missing_consent_sheet_or_column(write_policy) -> None:
+    path = write_policy({"consent": {"sheet": "../nowhere.tsv"}})
+    with pytest.raises(
+        PolicyError, match=r"consent\.sheet: consent sheet .*nowhere\.tsv not found"
+    ):
+        load_policy(path)
+    path = write_policy({"consent": {"consent_column": "consent_mri"}})
+    with pytest.raises(
+        PolicyError, match=r"consent\.consent_column: column 'consent_mri' not found"
+    ):
+        load_policy(path)
+    path = write_policy({"consent": {"subject_column": "participant"}})
+    with pytest.raises(
+        PolicyError, match=r"consent\.subject_column: column 'participant' not found"
+    ):
+        load_policy(path)
+
+
+# ----------------------------------------------------------------------------- pixel rules
+
+
+def test_pixel_cleaning_rules(write_policy) -> None:
+    rule = {
+        "name": "us-bar",
+        "match": {"Modality": "US", "Rows": 480},
+        "regions": [[0, 0, 640, 40]],
+    }
+    pol = load_policy(write_policy({"deidentification": {"pixel_cleaning": [rule]}}))
+    (r,) = pol.pixel_rules
+    assert r.regions == ((0, 0, 640, 40),)
+    assert r.matches({"Modality": "us ", "Rows": 480})
+    assert not r.matches({"Modality": "US", "Rows": 600})
+    assert not r.matches({"Modality": "US"})
+    bad = dict(rule, regions=[[10, 0, 5, 40]])
+    with pytest.raises(PolicyError, match=r"pixel_cleaning\[0\]\.regions\[0\]: empty rectangle"):
+        load_policy(write_policy({"deidentification": {"pixel_cleaning": [bad]}}))
+    odd = dict(rule, match={"PatientName": "x"})
+    with pytest.raises(PolicyError, match="PatientName"):
+        load_policy(write_policy({"deidentification": {"pixel_cleaning": [odd]}}))
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def test_to_provenance_has_no_secrets_or_absolute_paths(write_policy, tmp_path: Path) -> None:
+    path = write_policy({"deidentification": {"preset": "gdpr_pseudonymised"}})
+    prov = load_policy(path).to_provenance()
+    import hashlib
+
+    assert prov["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert prov["file"] == "p.yaml"
+    assert prov["profile_edition"] == EDITION
+    assert prov["deid_options"] == sorted(
+        PRESETS["gdpr_pseudonymised"] | {"retain_longitudinal_modified_dates"}
+    )
+    assert prov["data_use"] == {"permission": "DUO:0000042", "modifiers": ["DUO:0000019"]}
+    assert prov["consent"]["sheet"] == "../consent.tsv"
+    text = json.dumps(prov)
+    assert str(tmp_path) not in text
+    assert "P001" not in text  # no subject ids from the consent sheet
+
+
+def test_make_pseudonymizer_uses_policy_settings(write_policy) -> None:
+    pol = load_policy(
+        write_policy({"deidentification": {"pseudonym_prefix": "COH", "max_date_shift_days": 7}})
+    )
+    pz = pol.make_pseudonymizer(b"0123456789abcdef0123")
+    assert pz.subject_id("P001").startswith("COH-")
+    assert -7 <= pz.date_offset_days("P001") <= -1
+
+
+def test_yaml_text_from_the_architecture_page(tmp_path: Path) -> None:
+    (tmp_path / "consent.tsv").write_text(CONSENT_TSV, encoding="utf-8")
+    sub = tmp_path / "policies"
+    sub.mkdir()
+    text = textwrap.dedent(
+        """\
+        policy_version: 1
+        name: demo-cohort
+        data_use: {permission: "DUO:0000042", modifiers: ["DUO:0000019"]}
+        consent: {required: true, sheet: ../consent.tsv, subject_column: subject,
+                  consent_column: consent_imaging, consent_values: ["yes"]}
+        destinations: {allowed_classes: [internal, controlled_repository]}
+        deidentification:
+          preset: gdpr_pseudonymised          # optional; expands to options
+          options: [retain_longitudinal_modified_dates]
+          pseudonym_prefix: SUBJ
+          max_date_shift_days: 3650
+        """
+    )
+    (sub / "demo.yaml").write_text(text, encoding="utf-8")
+    pol = load_policy(sub / "demo.yaml")
+    assert pol.preset == "gdpr_pseudonymised"

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from imagedepot.errors import PolicyError
+from imagedepot.io import write_json
+from imagedepot.provenance import Provenance
+from imagedepot.stage import StageInputs, stage_destination, summarize_run, verify_stage
+
+
+class Pol:
+    def __init__(self, allowed: set[str]) -> None:
+        self.allowed = allowed
+
+    def check_destination(self, name: str, cls: str) -> None:
+        if cls not in self.allowed:
+            raise PolicyError(f"class {cls} not allowed")
+
+
+def _item(iid: str, status: str = "pending", reason: str | None = None) -> dict:
+    return {
+        "id": iid,
+        "dataset": "ds",
+        "kind": "nifti",
+        "status": status,
+        "reason": reason,
+        "policy": "pol",
+        "destinations": ["local"],
+        "files": [{"path": f"/in/{iid}"}],
+    }
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> StageInputs:
+    items = [
+        _item("ds-n001"),
+        _item("ds-n002"),
+        _item("ds-n003"),
+        _item("ds-x001", "excluded", "no consent"),
+    ]
+    manifest = {
+        "items": items,
+        "quarantine": [{"path": "/in/bad", "reason": "truncated"}],
+        "counts": {"files": 5},
+    }
+    write_json(tmp_path / "manifest.json", manifest)
+    for iid, verdict in (("ds-n001", "clean"), ("ds-n002", "leak"), ("ds-n003", "clean")):
+        d = tmp_path / "deid" / iid
+        d.mkdir(parents=True)
+        (d / "data.nii.gz").write_bytes(b"x" * 10)
+        (d / "actions.jsonl").write_text("{}\n")
+        prov = Provenance(step="deidentify", item=iid)
+        prov.add_inputs([])
+        prov.inputs.append({"path": "/inbox/DOE_JOHN/a", "size": 1, "sha256": "0" * 64})
+        prov.write(d / "provenance.json")
+        write_json(
+            tmp_path / "leak" / f"{iid}.json",
+            {"status": verdict, "reason": None if verdict == "clean" else "1 hit"},
+        )
+    (tmp_path / "fhir").mkdir()
+    return StageInputs(
+        tmp_path / "manifest.json", tmp_path / "deid", tmp_path / "leak", tmp_path / "fhir"
+    )
+
+
+def test_stage_copies_only_clean_items_and_no_trusted_records(
+    tmp_path: Path, results: StageInputs
+) -> None:
+    out = tmp_path / "stage" / "local"
+    rep = stage_destination("local", "internal", results, out, policies={"pol": Pol({"internal"})})
+    assert rep.staged == ["ds-n001", "ds-n003"]
+    assert {s["item"] for s in rep.skipped} == {"ds-n002", "ds-x001"}
+    assert not list(out.rglob("actions.jsonl"))
+    staged_prov = json.loads((out / "ds" / "ds-n001" / "provenance.json").read_text())
+    assert "DOE_JOHN" not in json.dumps(staged_prov)
+    assert verify_stage(out) == []
+    (out / "ds" / "ds-n001" / "data.nii.gz").write_bytes(b"changed")
+    assert any("checksum differs" in p for p in verify_stage(out))
+
+
+def test_stage_respects_policy_destination_classes(tmp_path: Path, results: StageInputs) -> None:
+    rep = stage_destination(
+        "local", "public_archive", results, tmp_path / "s", policies={"pol": Pol({"internal"})}
+    )
+    assert rep.staged == []
+    assert all(
+        "excluded by policy" in s["reason"] or "excluded" in s["reason"] for s in rep.skipped
+    )
+
+
+def test_summary_identity(tmp_path: Path, results: StageInputs) -> None:
+    reports = sorted(results.leak_root.glob("*.json"))
+    s = summarize_run(results.manifest, reports, [])
+    assert (s["found"], s["processed"], s["quarantined"], s["excluded"]) == (5, 2, 2, 1)
+    # An item without a leak report (it failed) still counts, as quarantined.
+    s2 = summarize_run(results.manifest, reports[:1], [])
+    assert s2["found"] == s2["processed"] + s2["quarantined"] + s2["excluded"]
+    assert s2["processed"] == 1

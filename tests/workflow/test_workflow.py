@@ -1,0 +1,127 @@
+"""The workflow itself: lint, dry runs of every test config, a real run of the demo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.workflow.conftest import CONFIGS, ROOT
+
+pytestmark = pytest.mark.workflow
+
+
+def test_lint_is_clean(demo_workdir: Path, run_snakemake) -> None:
+    proc = run_snakemake(demo_workdir, "--lint", check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Lints for" not in out, out
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
+def test_dry_run(demo_workdir: Path, run_snakemake, config: Path) -> None:
+    proc = run_snakemake(demo_workdir, "-n", "--cores", "1", config=config)
+    assert "scan_inputs" in proc.stdout
+
+
+def test_snakefmt_clean() -> None:
+    exe = shutil.which("snakefmt")
+    if exe is None:
+        pytest.skip("snakefmt not installed")
+    proc = subprocess.run(
+        [exe, "--check", "Snakefile", "rules/"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real run of the demo workflow, shared by the assertions below."""
+    from imagedepot.demo import make_demo
+    from tests.workflow.conftest import snakemake_cmd
+
+    work = tmp_path_factory.mktemp("run")
+    make_demo(work / "demo")
+    # A corrupt file dropped into the inbox: must end in the quarantine list, the rest completes.
+    (work / "demo" / "inbox" / "DOE_JOHN_19650312" / "IM_CORRUPT").write_bytes(b"\x00" * 50)
+    cmd = [
+        *snakemake_cmd(),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(CONFIGS[0]),
+        "--cores",
+        "2",
+    ]
+    import os
+    import sys
+
+    env = os.environ | {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env.pop("IMAGEDEPOT_PSEUDONYM_KEY", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (work / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    return work
+
+
+def test_summary_accounts_for_every_input(demo_run: Path) -> None:
+    s = json.loads((demo_run / "results" / "summary.json").read_text())
+    assert s["found"] == s["processed"] + s["quarantined"] + s["excluded"]
+    assert s["processed"] >= 4
+    assert s["excluded"] >= 1
+    reasons = {Path(q["file"]).name: q["reason"] for q in s["quarantined_items"] if "file" in q}
+    assert "IM_CORRUPT" in reasons and "IM9999" in reasons
+    assert all(q["reason"] for q in s["quarantined_items"])
+    assert any("consent" in e["reason"] for e in s["excluded_items"])
+    assert "found =" in (demo_run / "snakemake.out").read_text()
+
+
+def test_staged_folder_has_converted_deidentified_outputs(demo_run: Path) -> None:
+    from imagedepot.stage import verify_stage
+
+    staged = demo_run / "results" / "stage" / "local"
+    assert verify_stage(staged) == []
+    names = [p.name for p in staged.rglob("*")]
+    assert any(n.endswith(".nii.gz") for n in names)
+    assert any(n.endswith(".ome.zarr") for n in names)
+    assert any(n.endswith(".dcm") for n in names)
+    assert any(n == "fhir-bundle.json" for n in names)
+    lines = (staged / "MANIFEST.sha256").read_text().splitlines()
+    assert len(lines) == json.loads((staged / "summary.json").read_text())["files"]
+    # Nothing from the trusted zone leaves.
+    assert not any(n == "actions.jsonl" for n in names)
+
+
+def test_no_demo_phi_in_anything_staged(demo_run: Path) -> None:
+    from imagedepot.demo import DEMO_PHI
+
+    staged = demo_run / "results" / "stage" / "local"
+    needles = [p.lower() for p in DEMO_PHI if len(p) >= 4]
+    for f in staged.rglob("*"):
+        rel = str(f.relative_to(staged)).lower()
+        assert not any(n in rel for n in needles), rel
+        if (
+            f.is_file()
+            and f.stat().st_size < 5_000_000
+            and "/c/" not in str(f)
+            and not f.name.isdigit()
+        ):
+            text = f.read_bytes().decode("latin-1").lower()
+            hits = [n for n in needles if n in text]
+            assert not hits, (f, len(hits))
+
+
+def test_linkage_is_private_and_outside_results(demo_run: Path) -> None:
+    linkage = list((demo_run / "demo" / "secure" / "linkage").glob("*.tsv"))
+    assert linkage
+    assert all((p.stat().st_mode & 0o777) == 0o600 for p in linkage)
+
+
+def test_second_run_has_nothing_to_do(demo_run: Path, run_snakemake) -> None:
+    proc = run_snakemake(demo_run, "-n", "--cores", "1")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
