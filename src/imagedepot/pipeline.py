@@ -77,6 +77,30 @@ def _run_step(
     return prov
 
 
+#: SOP classes that hold no image volume (or a 2-D capture without patient geometry): NIfTI
+#: conversion is skipped for them, by design, not as a failure.
+NON_VOLUME_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.7",  # Secondary Capture (and its multi-frame forms)
+    "1.2.840.10008.5.1.4.1.1.88.",  # Structured Reports, Key Object Selection
+    "1.2.840.10008.5.1.4.1.1.11.",  # Presentation States
+    "1.2.840.10008.5.1.4.1.1.104.",  # Encapsulated documents (PDF, CDA...)
+    "1.2.840.10008.5.1.4.1.1.66",  # Raw data, spatial registration, fiducials, segmentation
+    "1.2.840.10008.5.1.4.1.1.481.",  # RT objects (plans, structures, records)
+)
+NON_VOLUME_MODALITIES = {"SR", "PR", "KO", "DOC", "REG", "FID", "RTSTRUCT", "RTPLAN", "RTRECORD"}
+
+
+def nifti_skip_reason(dicom: dict[str, Any]) -> str | None:
+    """Why a DICOM series is not converted to NIfTI (None when it should be)."""
+    sop = str(dicom.get("sop_class_uid") or "")
+    modality = str(dicom.get("modality") or "")
+    if modality in NON_VOLUME_MODALITIES:
+        return f"modality {modality} holds no image volume"
+    if sop.startswith(NON_VOLUME_SOP_PREFIXES):
+        return f"SOP class {sop} holds no image volume with patient geometry"
+    return None
+
+
 @dataclass
 class ConvertOptions:
     """Options of the conversion step (from the ``convert`` section of the config)."""
@@ -106,6 +130,11 @@ def convert_item(
         if kind == "dicom":
             from imagedepot.convert.nifti import convert_dicom_series
 
+            skip = nifti_skip_reason(item.get("dicom") or {})
+            if skip:
+                # Not a volume: no NIfTI; the DICOM itself still goes through de-identification.
+                prov.options["nifti"] = f"not converted: {skip}"
+                return
             report = convert_dicom_series(
                 item_files(item), tmp / "nifti", compress=options.nifti_compress, name=item["id"]
             )
@@ -136,8 +165,11 @@ def convert_item(
 
             src = item_files(item)[0]
             suffix = ".nii.gz" if src.name.lower().endswith(".gz") else ".nii"
-            img = nib.load(str(src))
-            img.get_fdata(dtype="float32")  # type: ignore[attr-defined]  # a truncated file fails
+            try:
+                img = nib.load(str(src))
+                img.get_fdata(dtype="float32")  # type: ignore[attr-defined]  # decodes every voxel
+            except Exception as exc:  # nibabel raises many types on damaged files
+                raise InputError(src, f"unreadable NIfTI ({type(exc).__name__}: {exc})") from exc
             (tmp / "nifti").mkdir()
             shutil.copyfile(src, tmp / "nifti" / f"{item['id']}{suffix}")
             for side in item_files(item, role="sidecar"):
