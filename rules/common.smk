@@ -6,6 +6,7 @@ import json
 from snakemake.utils import validate
 
 from imagedepot.config import schema_path
+from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import load_samples
 
 validate(config, schema=str(schema_path("config")))
@@ -65,9 +66,15 @@ def get_item_policy(wildcards):
     return config["policies"][_item(wildcards)["policy"]]
 
 
-def get_item_mem_mb(wildcards, attempt):
-    """Memory for conversion: Bio-Formats conversions get the JVM heap plus headroom."""
-    return 3072 * attempt
+def get_convert_mem_mb(wildcards, attempt):
+    """Memory of the conversion job, from the item's kind, format and size (imagedepot.resources)."""
+    heap = config.get("convert", {}).get("microscopy", {}).get("java_heap", "2g")
+    return convert_mem_mb(_item(wildcards), java_heap=heap, attempt=attempt)
+
+
+def get_item_runtime(wildcards, attempt):
+    """Wall-time limit (minutes) of a per-item job, from its file count and size."""
+    return runtime_min(_item(wildcards), attempt=attempt)
 
 
 def get_leak_reports(wildcards):

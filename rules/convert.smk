@@ -11,12 +11,14 @@ rule convert_item:
         "logs/convert_item/{item}.log",
     benchmark:
         "benchmarks/convert_item/{item}.tsv"
+    group:
+        "item"
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=get_item_mem_mb,
-        runtime=60,
+        mem_mb=get_convert_mem_mb,
+        runtime=get_item_runtime,
     params:
         flags=get_convert_flags,
     shell:

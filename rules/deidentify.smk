@@ -12,12 +12,14 @@ rule deidentify_item:
         "logs/deidentify_item/{item}.log",
     benchmark:
         "benchmarks/deidentify_item/{item}.tsv"
+    group:
+        "item"
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=1024,
-        runtime=60,
+        runtime=get_item_runtime,
     params:
         key_flags=get_key_flags,
         linkage=config["pseudonymisation"]["linkage_dir"],
@@ -35,12 +37,14 @@ rule check_leaks:
         "results/leakcheck/{item}.json",
     log:
         "logs/check_leaks/{item}.log",
+    group:
+        "item"
     conda:
         ENV
     threads: 1
     resources:
         mem_mb=1024,
-        runtime=30,
+        runtime=get_item_runtime,
     shell:
         "imagedepot leakcheck --item {input.item:q} {input.deid:q} --report {output:q}"
         " > {log:q} 2>&1"

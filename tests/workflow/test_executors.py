@@ -1,0 +1,77 @@
+"""The demo on a real single-node SLURM cluster gives the same results as the local run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.workflow.conftest import CONFIGS, ROOT, snakemake_cmd
+
+pytestmark = pytest.mark.workflow
+SERVICES = ROOT / "tests" / "services"
+
+
+@pytest.fixture(scope="module")
+def slurm_cluster():
+    """Start the test cluster (tests/services/slurm-up.sh) and stop it afterwards."""
+    if shutil.which("slurmctld") is None or shutil.which("sbatch") is None:
+        pytest.skip("SLURM is not installed (apt-get install slurm-wlm munge; .ci/run does)")
+    if os.geteuid() != 0:
+        pytest.skip("starting slurmctld/slurmd needs root")
+    already = subprocess.run(["sinfo", "-h"], capture_output=True, text=True).returncode == 0
+    up = subprocess.run(["bash", str(SERVICES / "slurm-up.sh")], capture_output=True, text=True)
+    assert up.returncode == 0, up.stdout + up.stderr
+    yield
+    if not already:
+        subprocess.run(["bash", str(SERVICES / "slurm-down.sh")], capture_output=True)
+
+
+def _run(work: Path, *extra: str, key: bytes | None = None) -> str:
+    """Make the demo in ``work`` (with ``key`` if given) and run the workflow; return its log."""
+    from imagedepot.demo import make_demo
+
+    make_demo(work / "demo")
+    if key is not None:
+        (work / "demo" / "secrets" / "pseudonym.key").write_bytes(key)
+    env = os.environ | {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env.pop("IMAGEDEPOT_PSEUDONYM_KEY", None)
+    cmd = [
+        *snakemake_cmd(), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+        "--configfile", str(CONFIGS[0]), *extra,
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-8000:]
+    return proc.stdout + proc.stderr
+
+
+def _fingerprint(work: Path) -> tuple[dict, dict[str, str]]:
+    """Run counts and the checksums of staged data files (minus per-run records)."""
+    summary = json.loads((work / "results" / "summary.json").read_text())
+    counts = {k: summary[k] for k in ("found", "processed", "quarantined", "excluded")}
+    manifest = json.loads((work / "results" / "stage" / "local" / "manifest.json").read_text())
+    varying = ("provenance.json", "fhir-bundle.json")
+    files = {r["path"]: r["sha256"] for r in manifest["files"] if not r["path"].endswith(varying)}
+    return counts, files
+
+
+def test_slurm_run_matches_local_run(slurm_cluster, tmp_path: Path) -> None:
+    local, slurm = tmp_path / "local", tmp_path / "slurm"
+    _run(local, "--cores", "2")
+    # The demo's key is random: give the SLURM run the same key, so pseudonyms, UIDs and date
+    # shifts, and hence the de-identified bytes, are identical.
+    key = (local / "demo" / "secrets" / "pseudonym.key").read_bytes()
+    log = _run(
+        slurm,
+        "--profile", str(ROOT / "profiles" / "slurm"),
+        "--slurm-no-account", "--slurm-status-command", "squeue",
+        "--slurm-init-seconds-before-status-checks", "2", "--jobs", "4",
+        key=key,
+    )  # fmt: skip
+    assert "submitted with SLURM jobid" in log
+    assert _fingerprint(slurm) == _fingerprint(local)
