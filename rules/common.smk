@@ -25,7 +25,7 @@ ENV = "../envs/imagedepot.yaml"
 
 
 wildcard_constraints:
-    item=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    batch=r"\d{4}",
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     destination=r"[A-Za-z0-9_-]+",
 
@@ -41,66 +41,58 @@ def _pending_items():
     return [i for i in _manifest()["items"] if i["status"] == "pending"]
 
 
-def _item(wildcards):
-    for item in _pending_items():
-        if item["id"] == wildcards.item:
-            return item
-    raise ValueError(
-        f"item {wildcards.item!r} is not in {MANIFEST}; re-run the scan (delete the manifest)"
-    )
+def _batch_ids(items):
+    return sorted({f"{int(i['batch']):04d}" for i in items})
 
 
-def get_item_json(wildcards):
-    """The item's JSON written by the scan."""
-    _item(wildcards)
-    return f"{ITEMS_DIR}/{wildcards.item}.json"
+def _batch_items(wildcards):
+    items = [i for i in _pending_items() if f"{int(i['batch']):04d}" == wildcards.batch]
+    if not items:
+        raise ValueError(
+            f"batch {wildcards.batch} has no items in {MANIFEST}; re-run the scan (delete the manifest)"
+        )
+    return items
 
 
-def get_item_originals(wildcards):
-    """The item's original files (tracked so that a changed original re-runs the item)."""
-    return [f["path"] for f in _item(wildcards)["files"]]
+def get_batch_originals(wildcards):
+    """The original files of a batch's items (tracked, so a changed original re-runs its batch)."""
+    return [f["path"] for i in _batch_items(wildcards) for f in i["files"]]
 
 
-def get_item_policy(wildcards):
-    """The policy file of the item's dataset."""
-    return config["policies"][_item(wildcards)["policy"]]
+def get_batch_policies(wildcards):
+    """The policy files used by a batch's items."""
+    return sorted({config["policies"][i["policy"]] for i in _batch_items(wildcards)})
 
 
 def get_convert_mem_mb(wildcards, attempt):
-    """Memory of the conversion job, from the item's kind, format and size (imagedepot.resources)."""
+    """Memory of a conversion job: the largest item of the batch (imagedepot.resources), per worker."""
     heap = config.get("convert", {}).get("microscopy", {}).get("java_heap", "2g")
-    return convert_mem_mb(_item(wildcards), java_heap=heap, attempt=attempt)
+    per_item = [convert_mem_mb(i, java_heap=heap, attempt=attempt) for i in _batch_items(wildcards)]
+    return 2 * max(per_item)
 
 
-def get_item_runtime(wildcards, attempt):
-    """Wall-time limit (minutes) of a per-item job, from its file count and size."""
-    return runtime_min(_item(wildcards), attempt=attempt)
+def get_batch_runtime(wildcards, attempt):
+    """Wall-time limit (minutes) of a batch job: the sum over its items."""
+    return sum(runtime_min(i, attempt=attempt) for i in _batch_items(wildcards))
 
 
-def get_leak_reports(wildcards):
-    """Leak reports of every item to process."""
-    return [f"results/leakcheck/{i['id']}.json" for i in _pending_items()]
+def get_batch_dirs(stage):
+    """Input function: every batch folder of one stage (convert, deid, leakcheck)."""
+
+    def get(wildcards):
+        return [f"results/{stage}/batch-{b}" for b in _batch_ids(_pending_items())]
+
+    return get
 
 
-def get_deid_dirs(wildcards):
-    """De-identified folders of every item to process."""
-    return [f"results/deid/{i['id']}" for i in _pending_items()]
+def get_dataset_batch_dirs(stage):
+    """Input function: the batch folders of one stage that hold a dataset's items."""
 
+    def get(wildcards):
+        items = [i for i in _pending_items() if i["dataset"] == wildcards.dataset]
+        return [f"results/{stage}/batch-{b}" for b in _batch_ids(items)]
 
-def get_dataset_leak_reports(wildcards):
-    """Leak reports of one dataset's items."""
-    return [
-        f"results/leakcheck/{i['id']}.json"
-        for i in _pending_items()
-        if i["dataset"] == wildcards.dataset
-    ]
-
-
-def get_dataset_deid_dirs(wildcards):
-    """De-identified folders of one dataset's items."""
-    return [
-        f"results/deid/{i['id']}" for i in _pending_items() if i["dataset"] == wildcards.dataset
-    ]
+    return get
 
 
 def get_fhir_dirs(wildcards):
@@ -109,17 +101,35 @@ def get_fhir_dirs(wildcards):
     return [f"results/fhir/{d}" for d in datasets]
 
 
-def get_folder_destinations():
-    """Destinations of type `folder` used by at least one dataset."""
+def get_fhir_clinical(wildcards):
+    """The clinical records file, when the config names one."""
+    clinical = config.get("fhir", {}).get("clinical")
+    return [clinical] if clinical else []
+
+
+def get_fhir_server_url(wildcards):
+    """The FHIR server of the push target; an error that says what to set when there is none."""
+    url = config.get("fhir", {}).get("server_url", "")
+    if not url:
+        raise ValueError("set fhir.server_url in the config to push FHIR bundles")
+    return url
+
+
+def get_fhir_push_reports(wildcards):
+    """Push receipts of every dataset with items to process."""
+    datasets = sorted({i["dataset"] for i in _pending_items()})
+    return [f"results/fhir_push/{d}.json" for d in datasets]
+
+
+def get_staged_destinations():
+    """Destinations used by at least one dataset (all are staged locally in the default run)."""
     used = {d for s in SAMPLES for d in s.destinations}
-    return sorted(
-        d for d, spec in config["destinations"].items() if spec["type"] == "folder" and d in used
-    )
+    return sorted(d for d in config["destinations"] if d in used)
 
 
 def get_stage_dirs(wildcards):
-    """Staged folders of the local (folder) destinations."""
-    return [f"results/stage/{d}" for d in get_folder_destinations()]
+    """Staged folders of the destinations."""
+    return [f"results/stage/{d}" for d in get_staged_destinations()]
 
 
 def get_convert_flags(wildcards):
@@ -136,18 +146,37 @@ def get_convert_flags(wildcards):
         flags.append("--ome-tiff")
     if not conv.get("nifti", {}).get("compress", True):
         flags.append("--no-compress")
+    flags.append(
+        f"--irregular-slices {conv.get('nifti', {}).get('irregular_slices', 'quarantine')}"
+    )
     return " ".join(flags)
 
 
-def get_key_flags(wildcards):
-    """Where the pseudonymisation key and linkage table are (never the key itself)."""
-    ps = config["pseudonymisation"]
-    flags = [f"--key-env {ps.get('key_env', 'IMAGEDEPOT_PSEUDONYM_KEY')}"]
-    if ps.get("key_file"):
-        flags.append(f"--key-file {ps['key_file']}")
-    return " ".join(flags)
+def get_destinations_of_type(kind):
+    """Used destinations of one type (folder, xnat, bia)."""
+    return [d for d in get_staged_destinations() if config["destinations"][d]["type"] == kind]
+
+
+def get_deposit_targets(kind):
+    """Input function of the deposit_<kind>_all targets: one receipt per destination."""
+    suffix = {"xnat": "xnat-receipt.json", "bia": "bia.json"}[kind]
+
+    def get(wildcards):
+        return [f"results/deposit/{d}.{suffix}" for d in get_destinations_of_type(kind)]
+
+    return get
+
+
+def get_bids_rules_flag(wildcards):
+    """`--rules FILE` when the config names a BIDS mapping file (else the package default)."""
+    path = config.get("convert", {}).get("nifti", {}).get("bids_rules")
+    return f"--rules {path}" if path else ""
 
 
 def get_final_output(wildcards):
-    """What `snakemake` builds by default: the run summary (which needs every stage)."""
-    return ["results/summary.json"]
+    """What `snakemake` builds by default: the run summary (which needs every stage), and the
+    local staging of the repository destinations (XNAT plans, BioImage Archive packages)."""
+    out = ["results/summary.json", "results/bids"]
+    out += [f"results/stage/{d}.xnat-plan.json" for d in get_destinations_of_type("xnat")]
+    out += [f"results/bia/{d}" for d in get_destinations_of_type("bia")]
+    return out

@@ -1,25 +1,50 @@
 # Convert: originals -> open formats, inside the trusted zone (originals are never modified).
+# One job per batch of items (scan.batch_size), each item in its own folder inside the batch.
 
 
-rule convert_item:
+rule convert_batch:
     input:
-        item=get_item_json,
-        originals=get_item_originals,
+        item_dir=ITEMS_DIR,
+        originals=get_batch_originals,
     output:
-        directory("results/convert/{item}"),
+        directory("results/convert/batch-{batch}"),
     log:
-        "logs/convert_item/{item}.log",
+        "logs/convert_batch/{batch}.log",
     benchmark:
-        "benchmarks/convert_item/{item}.tsv"
+        "benchmarks/convert_batch/{batch}.tsv"
     group:
-        "item"
+        "batch"
+    conda:
+        ENV
+    threads: 2
+    resources:
+        mem_mb=get_convert_mem_mb,
+        runtime=get_batch_runtime,
+    params:
+        flags=get_convert_flags,
+    shell:
+        "imagedepot batch convert {input.item_dir:q} {wildcards.batch} {output:q}"
+        " {params.flags} --jobs {threads} > {log:q} 2>&1"
+
+
+rule build_bids_tree:
+    input:
+        manifest=MANIFEST,
+        convert=get_batch_dirs("convert"),
+        deid=get_batch_dirs("deid"),
+        leaks=get_batch_dirs("leakcheck"),
+    output:
+        directory("results/bids"),
+    log:
+        "logs/build_bids_tree/bids.log",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=get_convert_mem_mb,
-        runtime=get_item_runtime,
+        mem_mb=1024,
+        runtime=30,
     params:
-        flags=get_convert_flags,
+        rules=get_bids_rules_flag,
     shell:
-        "imagedepot convert item {input.item:q} {output:q} {params.flags} > {log:q} 2>&1"
+        "imagedepot convert bids {input.manifest:q} {output:q} --convert-root results/convert"
+        " --deid-root results/deid --leak-root results/leakcheck {params.rules} > {log:q} 2>&1"

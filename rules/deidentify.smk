@@ -1,50 +1,48 @@
-# De-identify under the item's cohort policy, then pass the leak gate.
+# De-identify under each item's cohort policy, then pass the leak gate. One job per batch.
 
 
-rule deidentify_item:
+rule deidentify_batch:
     input:
-        item=get_item_json,
-        converted="results/convert/{item}",
-        policy=get_item_policy,
+        item_dir=ITEMS_DIR,
+        converted="results/convert/batch-{batch}",
+        policies=get_batch_policies,
     output:
-        directory("results/deid/{item}"),
+        directory("results/deid/batch-{batch}"),
     log:
-        "logs/deidentify_item/{item}.log",
+        "logs/deidentify_batch/{batch}.log",
     benchmark:
-        "benchmarks/deidentify_item/{item}.tsv"
+        "benchmarks/deidentify_batch/{batch}.tsv"
     group:
-        "item"
+        "batch"
     conda:
         ENV
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=1024,
-        runtime=get_item_runtime,
+        mem_mb=2048,
+        runtime=get_batch_runtime,
     params:
-        key_flags=get_key_flags,
-        linkage=config["pseudonymisation"]["linkage_dir"],
+        config=CONFIG_JSON,
     shell:
-        "imagedepot deid item {input.item:q} {input.converted:q} {output:q}"
-        " --policy {input.policy:q} {params.key_flags} --linkage-dir {params.linkage:q}"
-        " > {log:q} 2>&1"
+        "imagedepot batch deid {input.item_dir:q} {wildcards.batch} {input.converted:q}"
+        " {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"
 
 
-rule check_leaks:
+rule check_leaks_batch:
     input:
-        item=get_item_json,
-        deid="results/deid/{item}",
+        item_dir=ITEMS_DIR,
+        deid="results/deid/batch-{batch}",
     output:
-        "results/leakcheck/{item}.json",
+        directory("results/leakcheck/batch-{batch}"),
     log:
-        "logs/check_leaks/{item}.log",
+        "logs/check_leaks_batch/{batch}.log",
     group:
-        "item"
+        "batch"
     conda:
         ENV
-    threads: 1
+    threads: 2
     resources:
-        mem_mb=1024,
-        runtime=get_item_runtime,
+        mem_mb=2048,
+        runtime=get_batch_runtime,
     shell:
-        "imagedepot leakcheck --item {input.item:q} {input.deid:q} --report {output:q}"
-        " > {log:q} 2>&1"
+        "imagedepot batch leakcheck {input.item_dir:q} {wildcards.batch} {input.deid:q}"
+        " {output:q} --jobs {threads} > {log:q} 2>&1"

@@ -2,7 +2,8 @@
 
 :func:`make_demo` writes a small inbox that exercises every stage of the workflow: DICOM
 folders with two studies mixed together, a secondary capture with a name burned into its
-pixels, a truncated file, a subject without consent, an OME-TIFF with an experimenter, a
+pixels where a pixel-cleaning rule of the demo policy expects it (cleaned), an ultrasound
+capture with burned-in text from a device no rule knows (quarantined), a truncated file, a subject without consent, an OME-TIFF with an experimenter, a
 Bio-Formats fake file and a NIfTI volume with a BIDS-like sidecar, plus the consent sheet,
 clinical table, policies, sample sheet and a pseudonymisation key.
 
@@ -16,7 +17,7 @@ Layout (relative to the demo root)::
     policies/demo-cohort.yaml  policies/open-microscopy.yaml
     secrets/pseudonym.key                      (mode 0600, folder 0700)
     inbox/DOE_JOHN_19650312/IM0001 ... DICOM/IM00NN ... DICOMDIR
-    inbox/ROE_JANE/IM0001 ... IM0009  IM9999   (IM9999 is truncated)
+    inbox/ROE_JANE/IM0001 ... IM0010  IM9999   (IM9999 is truncated)
     inbox/POE_EDGAR/IM0001 ... IM0005          (no consent)
     inbox/microscopy/cells.ome.tif  inbox/microscopy/plate&...&physicalSizeY=0.5.fake
     inbox/nifti/brain.nii.gz  inbox/nifti/brain.json
@@ -160,7 +161,7 @@ SUBJECTS = (SUBJECT_A, SUBJECT_B, SUBJECT_C)
 @dataclass(frozen=True)
 class _Series:
     number: int
-    modality: str  # MR, CT or OT (secondary capture)
+    modality: str  # MR, CT, OT (secondary capture) or US (ultrasound screen capture)
     description: str
     slices: int
     body_part: str
@@ -223,6 +224,7 @@ STUDIES = (
         series=(
             _Series(2, "CT", "CHEST 10mm AXIAL", 8, "CHEST", "Thorax_Routine"),
             _Series(501, "OT", "PATIENT PROTOCOL", 1, "CHEST", "Thorax_Routine"),
+            _Series(601, "US", "US CAPTURE", 1, "CHEST", "Pleura_Check"),
         ),
     ),
     _Study(
@@ -242,7 +244,15 @@ _DEVICES = {
     "MR": ("SIEMENS", "Prisma", "EXMR01", "MRS-166021", "syngo MR XA30"),
     "CT": ("SIEMENS", "SOMATOM Force", "EXCT01", "CTS-75123", "syngo CT VA50"),
     "OT": ("SIEMENS", "SOMATOM Force", "EXCT01", "CTS-75123", "syngo CT VA50"),
+    # a device no pixel-cleaning rule knows: its capture must end in quarantine
+    "US": ("NONAME SONICS", "Pocket-1", "EXUS01", "USS-20931", "1.0"),
 }
+
+#: The secondary capture's size and where its text is: the demo policy's pixel-cleaning rule.
+SC_SHAPE = (128, 128)
+SC_TEXT_REGION = (0, 0, 128, 30)
+#: The ultrasound capture's size (rows, columns); no rule matches it.
+US_SHAPE = (96, 128)
 
 #: Clinical rows: original patient id, ISO visit date, ICD-10 code, text, weight in kg.
 CLINICAL_ROWS = (
@@ -489,12 +499,26 @@ def _burn_text(img: npt.NDArray[np.uint8], text: str, top: int, left: int, scale
 
 
 def _screen_capture(rng: np.random.Generator, subject: _Subject) -> npt.NDArray[np.uint8]:
-    """A 128x128 'patient protocol' screen: table-like grey blocks, name and MRN in the top rows."""
-    img = np.full((128, 128), 16, dtype=np.uint8)
+    """A 128x128 'patient protocol' screen: table-like grey blocks, name and MRN in the top rows
+    (inside :data:`SC_TEXT_REGION`)."""
+    img = np.full(SC_SHAPE, 16, dtype=np.uint8)
     for row in range(34, 120, 10):
         img[row : row + 6, 6:122] = 60 + rng.integers(0, 60, 1, dtype=np.uint8)
     _burn_text(img, subject.name, top=2, left=4)
     _burn_text(img, subject.patient_id, top=16, left=4)
+    return img
+
+
+def _ultrasound_capture(rng: np.random.Generator, subject: _Subject) -> npt.NDArray[np.uint8]:
+    """A 96x128 B-mode-like sector (speckle) with the name burned in at the bottom left."""
+    ny, nx = US_SHAPE
+    y, x = np.mgrid[0:ny, 0:nx].astype(np.float64)
+    r = np.hypot(y + 10.0, x - nx / 2)
+    theta = np.arctan2(x - nx / 2, y + 10.0)
+    sector = (r > 20) & (r < ny + 5) & (np.abs(theta) < 0.6)
+    img = np.zeros(US_SHAPE, dtype=np.uint8)
+    img[sector] = rng.integers(30, 160, int(sector.sum()), dtype=np.uint8)
+    _burn_text(img, subject.name, top=ny - 12, left=2, scale=2)
     return img
 
 
@@ -572,7 +596,7 @@ def _dataset(study: _Study, series: _Series, number: int, sop_class: str) -> Any
     ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = (
         ["DERIVED", "SECONDARY", "OTHER"]
-        if series.modality == "OT"
+        if series.modality in ("OT", "US")
         else ["ORIGINAL", "PRIMARY", "AXIAL"]
     )
     ds.InstanceCreationDate = study.date
@@ -747,10 +771,24 @@ def _sc_series(study: _Study, series: _Series) -> list[Any]:
     return [ds]
 
 
+def _us_series(study: _Study, series: _Series) -> list[Any]:
+    """An ultrasound screen capture stored as Secondary Capture, text burned in, from a device
+    that no pixel-cleaning rule knows."""
+    from pydicom.uid import SecondaryCaptureImageStorage
+
+    ds = _dataset(study, series, 1, SecondaryCaptureImageStorage)
+    ds.ConversionType = "DV"
+    ds.BurnedInAnnotation = "YES"
+    _set_pixels(ds, _ultrasound_capture(_rng(f"us-{study.index}"), study.subject), 8)
+    return [ds]
+
+
 def _series_datasets(study: _Study) -> list[Any]:
     out: list[Any] = []
     for series in study.series:
-        make = {"MR": _mr_series, "CT": _ct_series, "OT": _sc_series}[series.modality]
+        make = {"MR": _mr_series, "CT": _ct_series, "OT": _sc_series, "US": _us_series}[
+            series.modality
+        ]
         out += make(study, series)
     return out
 
@@ -1035,9 +1073,15 @@ consent: {required: true, sheet: ../consent.tsv, subject_column: subject,
           consent_column: consent_imaging, consent_values: ["yes"]}
 destinations: {allowed_classes: [internal, controlled_repository]}
 deidentification:
-  options: [retain_longitudinal_modified_dates]
+  options: [retain_longitudinal_modified_dates, clean_pixel_data]
   pseudonym_prefix: SUBJ
   max_date_shift_days: 3650
+  # The CT console's "patient protocol" screen writes name and MRN in its top 30 rows.
+  pixel_cleaning:
+    - name: somatom-force-protocol-screen
+      match: {Modality: OT, Manufacturer: SIEMENS, ManufacturerModelName: SOMATOM Force,
+              Rows: 128, Columns: 128}
+      regions: [[0, 0, 128, 30]]
 """
 
 OPEN_MICROSCOPY_POLICY = """\
@@ -1175,7 +1219,7 @@ License: CC0 1.0 (public domain dedication).
 | path | what |
 |---|---|
 | `inbox/DOE_JOHN_19650312/` | DICOM MR and CT studies of one subject, shuffled; a DICOMDIR |
-| `inbox/ROE_JANE/` | DICOM CT, a screen capture with the name in its pixels, a truncated file |
+| `inbox/ROE_JANE/` | DICOM CT; a CT screen capture with the name in its pixels (cleaned by a rule of the policy); an ultrasound capture from a device no rule knows (quarantined); a truncated file |
 | `inbox/POE_EDGAR/` | DICOM CT of a subject without consent (excluded by policy) |
 | `inbox/microscopy/` | OME-TIFF with an experimenter in its metadata; a Bio-Formats `.fake` file |
 | `inbox/nifti/` | NIfTI volume and BIDS-like sidecar with PHI in header, extension and JSON |

@@ -113,6 +113,9 @@ center centre institute medical lab group default user admin root operator exper
 name date time phase echo mri localizer scout primary original derived secondary
 ortho dicom nifti tiff siemens philips toshiba canon hitachi zeiss leica nikon olympus
 microscope volume function functional anat perf dwi fmap func bold flair mprage mosaic norm
+here there this that these those what when where which who whose into onto over under about
+above below after before again all any some each few more most such only own same than too very
+can will just should now are was were has have had our your their its system systems
 """
 #: Common words never identifiers on their own (values made only of them are dropped).
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
@@ -520,6 +523,16 @@ _DICOM_ID_KEYWORDS = frozenset(
 _DICOM_INSTITUTION_KEYWORDS = frozenset(
     {"InstitutionName", "InstitutionAddress", "InstitutionalDepartmentName"}
 )
+#: UIDs that name a syntax or a coding scheme, not an instance: kept by de-identification.
+_DICOM_NON_INSTANCE_UIDS = frozenset(
+    {
+        "TransferSyntaxUID",
+        "CodingSchemeUID",
+        "ContextGroupExtensionCreatorUID",
+        "MappingResourceUID",
+        "ContextUID",
+    }
+)
 _DICOM_DEVICE_KEYWORDS = frozenset({"StationName", "DeviceSerialNumber", "DetectorID", "DeviceID"})
 
 
@@ -532,7 +545,7 @@ def _dicom_kind(keyword: str, vr: str) -> str | None:
     if vr in ("DA", "DT"):
         return "date"
     if vr == "UI":
-        if keyword.endswith("ClassUID") or keyword == "TransferSyntaxUID":
+        if keyword.endswith("ClassUID") or keyword in _DICOM_NON_INSTANCE_UIDS:
             return None
         return "uid"
     if keyword in _DICOM_ID_KEYWORDS:
@@ -929,12 +942,16 @@ def harvest(originals: Sequence[Path], extra: Iterable[str] = ()) -> Identifiers
                 _harvest_ome_xml(text, ids)
         else:
             head = _sniff(path)
-            if suffix in _TIFF_SUFFIXES or head[:4] in _TIFF_MAGIC:
+            is_tiff = suffix in _TIFF_SUFFIXES or head[:4] in _TIFF_MAGIC
+            if is_tiff:
                 _harvest_tiff(path, ids)
-            elif head[128:132] == b"DICM":
+            if head[128:132] == b"DICM":
+                # also when it looks like a TIFF: a DICOM preamble may hold a TIFF header
                 ds = _read_dicom(path, force=False)
                 if ds is not None:
                     _harvest_dicom_dataset(ds, ids)
+            elif is_tiff:
+                pass
             elif suffix in _DICOM_SUFFIXES or suffix == "":
                 ds = _read_dicom(path, force=True)
                 if ds is not None:
@@ -1131,6 +1148,8 @@ class _Scanner:
             self._scan_text_file(path, rel)
         elif suffix in _TIFF_SUFFIXES:
             self._scan_tiff(path, rel)
+            if _sniff(path)[128:132] == b"DICM":  # a DICOM file with a TIFF preamble
+                self._scan_dicom(path, rel, force=False)
         else:
             head = _sniff(path)
             is_dicm = head[128:132] == b"DICM"

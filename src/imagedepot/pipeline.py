@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,8 @@ class ConvertOptions:
     """Options of the conversion step (from the ``convert`` section of the config)."""
 
     nifti_compress: bool = True
+    #: Missing or unevenly spaced slices: "quarantine" the series, or keep dcm2niix's "resample".
+    nifti_irregular_slices: str = "quarantine"
     ngff_version: str = "0.4"
     pyramid_levels: int = 3
     reader: str = "auto"
@@ -128,16 +130,25 @@ def convert_item(
         prov.add_inputs(Path(f["path"]) for f in item["files"])
         prov.options = {"kind": kind} | options.__dict__
         if kind == "dicom":
-            from imagedepot.convert.nifti import convert_dicom_series
+            from imagedepot.convert.nifti import NoImageError, convert_dicom_series
 
             skip = nifti_skip_reason(item.get("dicom") or {})
             if skip:
                 # Not a volume: no NIfTI; the DICOM itself still goes through de-identification.
                 prov.options["nifti"] = f"not converted: {skip}"
                 return
-            report = convert_dicom_series(
-                item_files(item), tmp / "nifti", compress=options.nifti_compress, name=item["id"]
-            )
+            try:
+                report = convert_dicom_series(
+                    item_files(item),
+                    tmp / "nifti",
+                    compress=options.nifti_compress,
+                    name=item["id"],
+                    irregular_slices=options.nifti_irregular_slices,
+                )
+            except NoImageError as exc:
+                # No image volume after all (e.g. ECG waveforms): the DICOM still goes on.
+                prov.options["nifti"] = f"not converted: {exc.reason}"
+                return
             prov.options["converter"] = report.to_dict()
         elif kind == "microscopy":
             from imagedepot.convert.microscopy import convert_to_ome_tiff, convert_to_ome_zarr
@@ -184,7 +195,9 @@ def convert_item(
 class DeidSettings:
     """What the de-identification step needs besides the item: policy and secrets location."""
 
-    policy_path: Path
+    policy_path: Path | None = None
+    #: Policy files by name: a batch mixes datasets, each item uses its own policy.
+    policies: dict[str, Path] = field(default_factory=dict)
     key_env: str | None = "IMAGEDEPOT_PSEUDONYM_KEY"
     key_file: Path | None = None
     linkage_dir: Path | None = None
@@ -205,7 +218,12 @@ def deidentify_item(
     from imagedepot.policy import load_policy
 
     item = load_item(item_json)
-    policy = load_policy(settings.policy_path)
+    policy_path = settings.policies.get(item.get("policy") or "", settings.policy_path)
+    if policy_path is None:
+        raise ImagedepotError(
+            f"item {item['id']}: no policy file for policy {item.get('policy')!r}"
+        )
+    policy = load_policy(policy_path)
     pseudo = policy.make_pseudonymizer(load_key(settings.key_env, settings.key_file))
     subject = item["subject"] or item["id"]
     pseudonym = pseudo.subject_id(subject)
@@ -223,10 +241,10 @@ def deidentify_item(
             r = deidentify_dicom(
                 item_files(item),
                 tmp / "dicom",
-                policy_options=opts,
                 pseudonymizer=pseudo,
                 subject=subject,
                 action_log=tmp / "actions.jsonl",
+                **policy.dicom_options(),
             )
             reports["dicom"] = r.to_dict()
         if kind in ("dicom", "nifti"):
@@ -300,3 +318,110 @@ def check_output_is_new(path: str | Path, force: bool) -> None:
     """Raise if ``path`` exists and ``force`` is false (the CLI's no-clobber rule)."""
     if Path(path).exists() and not force:
         raise ImagedepotError(f"{path}: output exists; use --force to overwrite")
+
+
+# --- Batches -----------------------------------------------------------------------------------
+# The workflow runs one job per batch of items (``scan.batch_size``), not per item, so that a cohort
+# of 10,000 small files is a few dozen jobs. Items keep their own folders inside the batch folder:
+# ``<stage root>/batch-NNNN/<item>/`` (leak reports: ``<root>/batch-NNNN/<item>.json``).
+
+BATCH_SUMMARY = "batch.json"
+
+
+def batch_name(batch: int) -> str:
+    """Folder name of a batch."""
+    return f"batch-{int(batch):04d}"
+
+
+def item_dir(root: str | Path, item: Mapping[str, Any]) -> Path:
+    """Where an item's folder lives under a stage root (``results/convert``, ``results/deid``)."""
+    return Path(root) / batch_name(item.get("batch", 0)) / item["id"]
+
+
+def leak_report_path(root: str | Path, item: Mapping[str, Any]) -> Path:
+    """Where an item's leak report lives under the leak-check root."""
+    return Path(root) / batch_name(item.get("batch", 0)) / f"{item['id']}.json"
+
+
+def batch_items(items_dir: str | Path, batch: int) -> list[Path]:
+    """Item JSON files of one batch (items to process only), sorted by item id."""
+    out = []
+    for p in sorted(Path(items_dir).glob("*.json")):
+        item = read_json(p)
+        if item.get("status") == "pending" and int(item.get("batch", 0)) == int(batch):
+            out.append(p)
+    return out
+
+
+def _convert_one(args: tuple[str, str, ConvertOptions]) -> tuple[str, str]:
+    prov = convert_item(args[0], args[1], args[2], force=True)
+    return prov.item or "", prov.status
+
+
+def _deid_one(args: tuple[str, str, str, DeidSettings]) -> tuple[str, str]:
+    prov = deidentify_item(args[0], args[1], args[2], args[3], force=True)
+    return prov.item or "", prov.status
+
+
+def _leak_one(args: tuple[str, str, str]) -> tuple[str, str]:
+    res = leakcheck_item(args[0], args[1], args[2])
+    return str(res["item"]), str(res["status"])
+
+
+def _map(fn: Callable[[Any], tuple[str, str]], tasks: list[Any], jobs: int) -> dict[str, str]:
+    """Run ``fn`` over ``tasks`` on ``jobs`` worker processes (in this process when 1)."""
+    if jobs <= 1 or len(tasks) <= 1:
+        return dict(fn(t) for t in tasks)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # fork: workers start in milliseconds. Safe because this parent process never starts a JVM
+    # (Bio-Formats readers start theirs inside the workers) nor threads before the pool.
+    ctx = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
+        return dict(pool.map(fn, tasks))
+
+
+def run_batch(
+    step: str,
+    items_dir: str | Path,
+    batch: int,
+    out: str | Path,
+    *,
+    upstream: str | Path | None = None,
+    convert_options: ConvertOptions | None = None,
+    deid_settings: DeidSettings | None = None,
+    jobs: int = 1,
+    force: bool = True,
+) -> dict[str, Any]:
+    """Run one per-item step (``convert``, ``deidentify`` or ``leakcheck``) over a batch.
+
+    ``out`` is the batch folder (``<root>/batch-NNNN``), written atomically; ``upstream`` is the
+    previous step's batch folder. Returns the batch summary (item id → status), also written to
+    ``out/batch.json``.
+    """
+    items = batch_items(items_dir, batch)
+    with atomic_path(out, force=force, is_dir=True) as tmp:
+        if step == "convert":
+            opts = convert_options or ConvertOptions()
+            statuses = _map(_convert_one, [(str(p), str(tmp / p.stem), opts) for p in items], jobs)
+        elif step == "deidentify":
+            if deid_settings is None or upstream is None:
+                raise ImagedepotError("deidentify batch needs the policy settings and upstream")
+            tasks = [
+                (str(p), str(Path(upstream) / p.stem), str(tmp / p.stem), deid_settings)
+                for p in items
+            ]
+            statuses = _map(_deid_one, tasks, jobs)
+        elif step == "leakcheck":
+            if upstream is None:
+                raise ImagedepotError("leakcheck batch needs the de-identified batch folder")
+            leak_tasks = [
+                (str(p), str(Path(upstream) / p.stem), str(tmp / f"{p.stem}.json")) for p in items
+            ]
+            statuses = _map(_leak_one, leak_tasks, jobs)
+        else:
+            raise ImagedepotError(f"unknown batch step {step!r}")
+        summary = {"step": step, "batch": int(batch), "items": statuses}
+        write_json(tmp / BATCH_SUMMARY, summary)
+    return summary

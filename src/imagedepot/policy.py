@@ -43,6 +43,19 @@ Conflicts rejected
   :data:`PUBLIC_FORBIDDEN_OPTIONS` (full dates, original UIDs, patient characteristics,
   institution identity), or with the ``gdpr_pseudonymised`` preset.
 * A preset together with an option it forbids.
+* A ``deid_recipe`` that moves dates (``JITTER``) together with
+  ``retain_longitudinal_full_dates``.
+
+Pixel cleaning and deid
+-----------------------
+``pixel_cleaning`` lists the policy's own rules (exact attribute values and rectangles). A
+``deid_recipe`` (a recipe of the ``deid`` package, read by :mod:`imagedepot.deid.recipe` and
+checked line by line when the policy loads) adds its ``%filter`` labels as rules and its
+``%header`` actions, which run after the profile (they can remove more, never keep more).
+``deid_filters`` (default true) adds the coordinate rules of the filter database of the
+installed ``deid`` package, read at run time (:func:`imagedepot.deid.pixels.deid_filter_rules`;
+none when deid is not installed, which refuses more images, never fewer).
+:meth:`Policy.dicom_options` gives all of this to :func:`imagedepot.deid.dicom.deidentify_dicom`.
 """
 
 from __future__ import annotations
@@ -61,10 +74,24 @@ from typing import Any
 
 import yaml
 
+from imagedepot.deid.pixels import PIXEL_MATCH_KEYS, PixelRule, deid_filter_rules
 from imagedepot.deid.profile import EDITION, OPTIONS
 from imagedepot.deid.pseudonym import Pseudonymizer
+from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
 from imagedepot.errors import PolicyError
 from imagedepot.io import sha256_file
+
+__all__ = [
+    "DESTINATION_CLASSES",
+    "PIXEL_MATCH_KEYS",
+    "PRESETS",
+    "PRESET_FORBIDDEN",
+    "PUBLIC_FORBIDDEN_OPTIONS",
+    "PixelRule",
+    "Policy",
+    "load_policy",
+    "policy_schema",
+]
 
 SCHEMA_RESOURCE = "schemas/policy.schema.json"
 POLICY_VERSION = 1
@@ -131,55 +158,8 @@ PUBLIC_FORBIDDEN_OPTIONS: frozenset[str] = frozenset(
     }
 )
 
-#: Attributes a pixel-cleaning rule may match on.
-PIXEL_MATCH_KEYS: tuple[str, ...] = (
-    "Modality",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "SOPClassUID",
-    "Rows",
-    "Columns",
-)
-
 _DUO_RE = re.compile(r"DUO:\d{7}")
 _PREFIX_RE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,15}")
-
-
-@dataclass(frozen=True)
-class PixelRule:
-    """Blank rectangles of pixel data in images that match every value in :attr:`match`.
-
-    ``regions`` are ``(x0, y0, x1, y1)`` in pixels: x is the column, y the row, the ends are
-    exclusive. Strings in :attr:`match` compare case-insensitively, ignoring surrounding spaces.
-    """
-
-    name: str
-    match: Mapping[str, str | int]
-    regions: tuple[tuple[int, int, int, int], ...]
-
-    def matches(self, attrs: Mapping[str, Any]) -> bool:
-        """True if every key of :attr:`match` has an equal value in ``attrs``."""
-        for key, want in self.match.items():
-            have = attrs.get(key)
-            if have is None:
-                return False
-            if isinstance(want, int):
-                try:
-                    if int(have) != want:
-                        return False
-                except (TypeError, ValueError):
-                    return False
-            elif str(have).strip().casefold() != want.strip().casefold():
-                return False
-        return True
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form."""
-        return {
-            "name": self.name,
-            "match": dict(self.match),
-            "regions": [list(r) for r in self.regions],
-        }
 
 
 @dataclass(frozen=True)
@@ -203,6 +183,9 @@ class Policy:
     pixel_rules: tuple[PixelRule, ...] = ()
     description: str = ""
     consent_sheet_sha256: str | None = None
+    recipe: Recipe | None = None
+    deid_recipe: str | None = None
+    deid_filters: bool = True
     _consent: Mapping[str, bool] = field(default_factory=dict, repr=False)
 
     def consented(self, subject: str) -> bool:
@@ -235,6 +218,26 @@ class Policy:
             key=key, prefix=self.pseudonym_prefix, max_shift_days=self.max_date_shift_days
         )
 
+    def pixel_cleaning_rules(self) -> tuple[PixelRule, ...]:
+        """Every pixel-cleaning rule of the policy, in the order they are tried: its own
+        ``pixel_cleaning`` rules, the ``%filter`` labels of its ``deid_recipe``, then (with
+        ``deid_filters``) the coordinate rules of the installed deid's filter database."""
+        rules = list(self.pixel_rules)
+        if self.recipe is not None:
+            rules += self.recipe.pixel_rules()
+        if self.deid_filters:
+            rules += deid_filter_rules().rules
+        return tuple(rules)
+
+    def dicom_options(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`imagedepot.deid.dicom.deidentify_dicom` that come from
+        the policy: ``policy_options``, ``pixel_rules`` and ``recipe``."""
+        return {
+            "policy_options": self.deid_options,
+            "pixel_rules": self.pixel_cleaning_rules(),
+            "recipe": self.recipe,
+        }
+
     def to_provenance(self) -> dict[str, Any]:
         """What provenance records about the policy: no secrets, no absolute paths.
 
@@ -265,6 +268,14 @@ class Policy:
             "pseudonym_prefix": self.pseudonym_prefix,
             "max_date_shift_days": self.max_date_shift_days,
             "pixel_cleaning": [r.to_dict() for r in self.pixel_rules],
+            "deid_recipe": (
+                {"file": self.deid_recipe, **self.recipe.to_provenance()}
+                if self.recipe is not None
+                else None
+            ),
+            "deid_filters": (
+                deid_filter_rules().to_provenance() if self.deid_filters else {"source": "off"}
+            ),
         }
 
 
@@ -432,6 +443,22 @@ def _compile_pixel_rules(rules: Iterable[Mapping[str, Any]], path: Path) -> tupl
     return tuple(out)
 
 
+def _load_recipe(path: Path, rel: str, options: frozenset[str]) -> Recipe:
+    """Load the policy's deid recipe, fail closed: any line it cannot honour is an error."""
+    rule = "deidentification.deid_recipe"
+    try:
+        recipe = load_recipe(path.parent / rel)
+    except RecipeError as exc:
+        raise PolicyError(f"{path}: {rule}: {Path(rel).name}: {exc}") from exc
+    if recipe.jitters and "retain_longitudinal_full_dates" in options:
+        lines = ", ".join(str(a.line) for a in recipe.actions if a.action == "JITTER")
+        raise PolicyError(
+            f"{path}: {rule}: JITTER (recipe line {lines}) conflicts with option "
+            "retain_longitudinal_full_dates (the option keeps dates, the recipe moves them)"
+        )
+    return recipe
+
+
 def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read, validate and compile a policy file.
 
@@ -480,6 +507,8 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
                 f"{p}: destinations.allowed_classes: public_archive conflicts with option(s) "
                 f"{', '.join(clash)} (they keep data linkable or characteristic of the person)"
             )
+    recipe_rel: str | None = deid.get("deid_recipe")
+    recipe = _load_recipe(p, recipe_rel, options) if recipe_rel is not None else None
     prefix = deid.get("pseudonym_prefix", "SUBJ")
     if not _PREFIX_RE.fullmatch(prefix):
         raise PolicyError(f"{p}: deidentification.pseudonym_prefix: invalid prefix {prefix!r}")
@@ -522,5 +551,8 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         pixel_rules=_compile_pixel_rules(deid.get("pixel_cleaning", []), p),
         description=data.get("description", ""),
         consent_sheet_sha256=sheet_sha,
+        recipe=recipe,
+        deid_recipe=recipe_rel,
+        deid_filters=bool(deid.get("deid_filters", True)),
         _consent=MappingProxyType(consent_map),
     )

@@ -17,6 +17,7 @@ from typing import Any
 
 from imagedepot.errors import ImagedepotError, PolicyError
 from imagedepot.io import atomic_path, file_record, iter_files, read_json, write_json, write_text
+from imagedepot.pipeline import item_dir, leak_report_path
 from imagedepot.provenance import now, tool_versions
 
 log = logging.getLogger(__name__)
@@ -111,13 +112,13 @@ def stage_destination(
             except PolicyError as exc:
                 report.skipped.append({"item": iid, "reason": f"excluded by policy: {exc}"})
                 continue
-            leak = read_json(inputs.leak_root / f"{iid}.json")
+            leak = read_json(leak_report_path(inputs.leak_root, item))
             if leak["status"] != "clean":
                 report.skipped.append(
                     {"item": iid, "reason": f"{leak['status']}: {leak.get('reason')}"}
                 )
                 continue
-            src = inputs.deid_root / iid
+            src = item_dir(inputs.deid_root, item)
             dst = tmp / item["dataset"] / iid
             dst.mkdir(parents=True)
             for f in sorted(src.iterdir()):
@@ -183,8 +184,9 @@ def verify_stage(folder: str | Path) -> list[str]:
 
 def summarize_run(
     manifest_path: str | Path,
-    leak_reports: Sequence[str | Path],
+    leak_root: str | Path,
     stage_dirs: Sequence[str | Path],
+    fhir_root: str | Path | None = None,
 ) -> dict[str, Any]:
     """The run summary: every input accounted for as processed, quarantined or excluded.
 
@@ -192,7 +194,11 @@ def summarize_run(
     read at all. ``found == processed + quarantined + excluded`` is checked before returning.
     """
     manifest = read_json(manifest_path)
-    leaks = {Path(p).stem: read_json(p) for p in leak_reports}
+    leaks = {}
+    for item in manifest["items"]:
+        report = leak_report_path(leak_root, item)
+        if item["status"] == "pending" and report.is_file():
+            leaks[item["id"]] = read_json(report)
     processed: list[str] = []
     quarantined: list[dict[str, Any]] = []
     excluded: list[dict[str, Any]] = []
@@ -239,6 +245,8 @@ def summarize_run(
         "destinations": {},
         "versions": tool_versions(),
     }
+    if fhir_root is not None:
+        summary["fhir"] = _fhir_statuses(Path(fhir_root))
     for d in stage_dirs:
         sfile = Path(d) / "summary.json"
         if sfile.exists():
@@ -259,3 +267,26 @@ def summary_line(summary: dict[str, Any]) -> str:
         f"imagedepot: {summary['found']} input(s) found = {summary['processed']} processed + "
         f"{summary['quarantined']} quarantined + {summary['excluded']} excluded by policy"
     )
+
+
+def _fhir_statuses(root: Path) -> dict[str, Any]:
+    """Per-dataset FHIR bundle status and the clinical records that were rejected (no values)."""
+    out: dict[str, Any] = {}
+    for status_file in sorted(root.glob("*/bundle.status.json")):
+        st = read_json(status_file)
+        clinical = st.get("clinical") or {}
+        errors = clinical.get("errors") or []
+        seen = set()
+        unique = []
+        for e in errors:
+            key = (str(e.get("source")), str(e.get("where")))
+            if key not in seen:
+                seen.add(key)
+                unique.append(e)
+        out[status_file.parent.name] = {
+            "status": st.get("status"),
+            "entries": st.get("entries", 0),
+            "clinical_rejected": clinical.get("rejected", len(unique)),
+            "clinical_errors": unique,
+        }
+    return out

@@ -1,7 +1,9 @@
 """Check converted outputs against independent readers and spec models.
 
-* OME-Zarr (NGFF 0.4 and 0.5, plain image or bioformats2raw layout): metadata validated with
-  ``ome-zarr-models``; every array of every resolution level opened and its first chunk decoded;
+* OME-Zarr (NGFF 0.4 and 0.5, plain image or bioformats2raw layout, sharded or not): metadata
+  validated with ``ome-zarr-models``; every array of every resolution level opened and its first
+  chunk decoded; label images (``labels/``) validated with the models, their levels matched to the
+  image's shapes (channel axis aside) and their data type checked (integers);
   ``OME/METADATA.ome.xml`` parsed with ``ome-types`` and its image count matched to the series.
 * OME-TIFF: the OME-XML parsed with ``ome-types``; each image's sizes matched to the TIFF series
   tifffile finds; the first tile of each series decoded.
@@ -258,8 +260,58 @@ def _check_ome_zarr(path: Path, result: ValidationResult) -> None:
             entry["dtype"] = str(group[multiscale["datasets"][0]["path"]].dtype)
         except Exception as exc:
             result.errors.append(f"image {image_path or '.'}: arrays cannot be read: {exc}")
+        if "labels" in group:
+            _check_labels(group, version, image_path or ".", entry, result)
         images.append(entry)
     result.info["images"] = images
+
+
+def _check_labels(
+    group: Any, version: str, image: str, entry: dict[str, Any], result: ValidationResult
+) -> None:
+    """Check ``labels/`` of an image: spec models, shapes against the image, integer data."""
+    try:
+        if version == "0.5":
+            from ome_zarr_models.v05.image_label import ImageLabel as ImageLabelV05
+            from ome_zarr_models.v05.labels import Labels as LabelsV05
+
+            names = list(LabelsV05.from_zarr(group["labels"]).label_paths)
+            for name in names:
+                ImageLabelV05.from_zarr(group["labels"][name])
+        else:
+            from ome_zarr_models.v04.image_label import ImageLabel as ImageLabelV04
+            from ome_zarr_models.v04.labels import Labels as LabelsV04
+
+            names = list(LabelsV04.from_zarr(group["labels"]).attributes.labels)
+            for name in names:
+                ImageLabelV04.from_zarr(group["labels"][name])
+    except Exception as exc:
+        result.errors.append(f"image {image}: labels: ome-zarr-models: {exc}")
+        return
+    entry["labels"] = names
+    levels = entry.get("levels") or []
+    for name in names:
+        label = group["labels"][name]
+        attrs = label.attrs.asdict()
+        meta = attrs.get("ome", attrs) if version == "0.5" else attrs
+        try:
+            datasets = meta["multiscales"][0]["datasets"]
+            for k, ds in enumerate(datasets):
+                arr = label[ds["path"]]
+                _first_chunk(arr)
+                if np.dtype(arr.dtype).kind not in "iu":
+                    result.errors.append(f"image {image}: label {name} holds {arr.dtype}")
+                if k < len(levels):
+                    want = list(levels[k]["shape"])
+                    got = list(arr.shape)
+                    if len(got) != len(want) or [g for i, g in enumerate(got) if i != 1] != [
+                        w for i, w in enumerate(want) if i != 1
+                    ]:
+                        result.errors.append(
+                            f"image {image}: label {name} level {k} is {got}, the image {want}"
+                        )
+        except Exception as exc:
+            result.errors.append(f"image {image}: label {name} cannot be read: {exc}")
 
 
 def _check_ome_group(

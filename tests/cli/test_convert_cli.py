@@ -250,3 +250,80 @@ def test_item_as_the_workflow_runs_it(tmp_path: Path, imagedepot) -> None:
     assert imagedepot(["convert", "item", str(tmp_path / "q.json"), str(out)]) == 0
     prov = json.loads((out / "provenance.json").read_text())
     assert prov["status"] == "quarantined" and "dcm2niix" in prov["reason"]
+
+
+def test_ome_zarr_sharded_with_labels(tmp_path: Path, imagedepot) -> None:
+    data = write_ome_tiff(tmp_path / "img.ome.tif")  # (1, 2, 3, 40, 36)
+    mask = np.zeros((3, 40, 36), np.uint16)
+    mask[:, 4:20, 6:30] = 3
+    tifffile.imwrite(tmp_path / "cells.tif", mask, photometric="minisblack")
+    out = tmp_path / "img.ome.zarr"
+    argv = ["convert", "ome-zarr", str(tmp_path / "img.ome.tif"), str(out)]
+    argv += ["--ngff-version", "0.5", "--chunks", "8,8", "--shard", "16,16", "--threads", "2"]
+    argv += [
+        "--labels",
+        str(tmp_path / "cells.tif"),
+        "--labels",
+        f"all={tmp_path / 'cells.tif'}",
+    ]
+    argv += ["--report", str(tmp_path / "r.json")]
+    assert imagedepot(argv) == 0
+    group = zarr.open_group(out, mode="r")["0"]
+    np.testing.assert_array_equal(group["0"][:], data)
+    assert group["0"].shards == (1, 1, 1, 16, 16)
+    assert group["labels"].attrs["ome"]["labels"] == ["cells", "all"]
+    np.testing.assert_array_equal(group["labels"]["cells"]["0"][0, 0], mask)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["options"]["shard"] == [1, 1, 1, 16, 16]
+    assert report["options"]["threads"] == 2
+    assert imagedepot(["validate", str(out)]) == 0
+
+
+def test_ome_zarr_option_errors(tmp_path: Path, imagedepot, caplog) -> None:
+    write_ome_tiff(tmp_path / "img.ome.tif")
+    base = ["convert", "ome-zarr", str(tmp_path / "img.ome.tif"), str(tmp_path / "o.ome.zarr")]
+    assert imagedepot([*base, "--shard", "64,64"]) == 1  # NGFF 0.4 has no sharding
+    assert "NGFF 0.5" in caplog.text
+    caplog.clear()
+    argv = [*base, "--ngff-version", "0.5", "--chunks", "16,16", "--shard", "24,24"]
+    assert imagedepot(argv) == 1
+    assert "multiple of the chunk" in caplog.text
+    tifffile.imwrite(tmp_path / "m.tif", np.zeros((3, 40, 36), np.uint8), photometric="minisblack")
+    caplog.clear()
+    argv = [*base, "--labels", f"a={tmp_path / 'm.tif'}", "--labels", f"a={tmp_path / 'm.tif'}"]
+    assert imagedepot(argv) == 1
+    assert "given twice" in caplog.text
+    tifffile.imwrite(tmp_path / "small.tif", np.zeros((8, 8), np.uint8))
+    caplog.clear()
+    assert imagedepot([*base, "--labels", str(tmp_path / "small.tif")]) == 1
+    assert "small.tif" in caplog.text and "the image needs" in caplog.text
+    assert not (tmp_path / "o.ome.zarr").exists()
+    for bad in (["--labels", "=x.tif"], ["--labels", "../a=x.tif"], ["--threads", "0"]):
+        with pytest.raises(SystemExit) as exc:
+            imagedepot([*base, *bad])
+        assert exc.value.code == 2
+
+
+def test_item_layout_options(tmp_path: Path, imagedepot, caplog) -> None:
+    """`convert item` passes chunks/shard/tile/compression/threads on, or refuses them loudly."""
+    import dataclasses
+
+    from imagedepot.pipeline import ConvertOptions
+
+    write_ome_tiff(tmp_path / "img.ome.tif")
+    item = {
+        "id": "ds-m001",
+        "kind": "microscopy",
+        "files": [{"path": str(tmp_path / "img.ome.tif")}],
+    }
+    (tmp_path / "m.json").write_text(json.dumps(item))
+    out = tmp_path / "results" / "convert" / "ds-m001"
+    argv = ["convert", "item", str(tmp_path / "m.json"), str(out), "--chunks", "16,16"]
+    if "chunks" in {f.name for f in dataclasses.fields(ConvertOptions)}:
+        assert imagedepot(argv) == 0
+        arr = zarr.open_group(out / "ds-m001.ome.zarr", mode="r")["0"]["0"]
+        assert arr.chunks == (1, 1, 1, 16, 16)
+    else:
+        assert imagedepot(argv) == 1
+        assert "cannot pass chunks" in caplog.text
+        assert not out.exists()

@@ -27,7 +27,16 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
-from imagedepot.demo import DEMO_PHI, DEMO_UID_ROOT, FAKE_FILE_NAME, DemoInfo, make_demo
+from imagedepot.demo import (
+    DEMO_PHI,
+    DEMO_UID_ROOT,
+    FAKE_FILE_NAME,
+    SC_SHAPE,
+    SC_TEXT_REGION,
+    US_SHAPE,
+    DemoInfo,
+    make_demo,
+)
 from imagedepot.errors import OutputExistsError
 
 OME = "{http://www.openmicroscopy.org/Schemas/OME/2016-06}"
@@ -143,7 +152,7 @@ def test_geometry_is_consistent(demo: DemoInfo) -> None:
     for folder in ("DOE_JOHN_19650312", "ROE_JANE", "POE_EDGAR"):
         datasets.update(_dicoms(demo.root / "inbox" / folder))
     for (_, _), slices in _series(datasets).items():
-        if slices[0].Modality == "OT":
+        if slices[0].Modality in ("OT", "US"):
             continue
         slices.sort(key=lambda d: int(d.InstanceNumber))
         iop = np.array(slices[0].ImageOrientationPatient, dtype=float)
@@ -196,15 +205,26 @@ def test_subject_b_secondary_capture_and_truncated_file(demo: DemoInfo) -> None:
     folder = demo.root / "inbox" / "ROE_JANE"
     datasets = _dicoms(folder)
     by_modality = Counter(ds.Modality for ds in datasets.values())
-    assert by_modality == {"CT": 8, "OT": 1}
+    assert by_modality == {"CT": 8, "OT": 1, "US": 1}
     assert len({ds.StudyInstanceUID for ds in datasets.values()}) == 1
+    assert len({ds.SeriesInstanceUID for ds in datasets.values()}) == 3
     sc = next(ds for ds in datasets.values() if ds.Modality == "OT")
     assert sc.SOPClassUID == SecondaryCaptureImageStorage
     assert sc.BurnedInAnnotation == "YES"
     pixels = sc.pixel_array
-    assert pixels.shape == (128, 128)
-    assert pixels[:28].max() == 255 and (pixels[:28] == 255).sum() > 100  # the burned-in text
-    assert pixels[28:].max() < 255
+    assert pixels.shape == SC_SHAPE == (128, 128)
+    x0, y0, x1, y1 = SC_TEXT_REGION
+    text = pixels[y0:y1, x0:x1]
+    assert text.max() == 255 and (text == 255).sum() > 100  # the burned-in text
+    assert pixels[y1:].max() < 255  # and none outside the region the policy's rule blanks
+
+    # The ultrasound capture: text burned in, from a device that no pixel-cleaning rule knows.
+    us = next(ds for ds in datasets.values() if ds.Modality == "US")
+    assert us.SOPClassUID == SecondaryCaptureImageStorage
+    assert us.BurnedInAnnotation == "YES"
+    assert us.Manufacturer == "NONAME SONICS"
+    assert us.pixel_array.shape == US_SHAPE
+    assert (us.pixel_array[-14:] == 255).sum() > 50
 
     truncated = folder / "IM9999"
     assert truncated.stat().st_size == 200
@@ -348,7 +368,13 @@ def test_policies(demo: DemoInfo) -> None:
     sheet = demo.policies["demo-cohort"].parent / cohort["consent"]["sheet"]
     assert sheet.resolve() == demo.consent.resolve()
     assert cohort["destinations"]["allowed_classes"] == ["internal", "controlled_repository"]
-    assert cohort["deidentification"]["options"] == ["retain_longitudinal_modified_dates"]
+    assert cohort["deidentification"]["options"] == [
+        "retain_longitudinal_modified_dates",
+        "clean_pixel_data",
+    ]
+    (rule,) = cohort["deidentification"]["pixel_cleaning"]
+    assert rule["regions"] == [list(SC_TEXT_REGION)]
+    assert (rule["match"]["Rows"], rule["match"]["Columns"]) == SC_SHAPE
     assert cohort["deidentification"]["pseudonym_prefix"] == "SUBJ"
     micro = yaml.safe_load(demo.policies["open-microscopy"].read_text())
     assert micro["consent"] == {"required": False}

@@ -407,3 +407,37 @@ def test_allowed_kinds_for_options() -> None:
 def test_scan_missing_output_raises(ids: Identifiers, tmp_path: Path) -> None:
     with pytest.raises(InputError):
         scan(ids, [tmp_path / "missing"])
+
+
+# ----------------------------------------------------------------------------- found in public files
+
+
+def test_dicom_with_a_tiff_preamble_is_harvested_and_scanned_as_dicom(tmp_path: Path) -> None:
+    """A DICOM file whose preamble holds a TIFF header (pydicom's CT_small.dcm is one) must not
+    be read as a TIFF only: its DICOM identifiers are harvested and scanned too."""
+    (tmp_path / "orig").mkdir()
+    src = make_dicom(tmp_path / "orig" / "dual.dcm")
+    data = bytearray(src.read_bytes())
+    data[:8] = b"II*\x00\x08\x00\x00\x00"  # a TIFF header in the preamble
+    src.write_bytes(bytes(data))
+    ids = harvest([src])
+    assert "DOE^JOHN^QUINCY" in ids and STUDY_UID in ids
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copy(src, out / "dual.tif")  # a TIFF name does not hide the DICOM data set
+    report = scan(ids, [out])
+    assert report.leaked and "PatientName" in {h["location"] for h in report.hits}
+
+
+def test_coding_scheme_uids_and_common_words_are_not_identifiers(tmp_path: Path) -> None:
+    ds = pydicom.dcmread(make_dicom(tmp_path / "a.dcm"))
+    item = Dataset()
+    item.CodingSchemeDesignator = "99_OFFIS_DCMTK"
+    item.CodingSchemeUID = "1.2.276.0.7230010.3.0.0.1"
+    ds.CodingSchemeIdentificationSequence = [item]
+    ds.InstitutionName = "Here"
+    ds.save_as(tmp_path / "a.dcm")
+    ids = harvest([tmp_path / "a.dcm"])
+    assert "1.2.276.0.7230010.3.0.0.1" not in ids  # names a coding scheme, kept on purpose
+    assert "Here" not in ids  # a common word, not an institution on its own
+    assert STUDY_UID in ids

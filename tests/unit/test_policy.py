@@ -392,3 +392,105 @@ def test_yaml_text_from_the_architecture_page(tmp_path: Path) -> None:
     (sub / "demo.yaml").write_text(text, encoding="utf-8")
     pol = load_policy(sub / "demo.yaml")
     assert pol.preset == "gdpr_pseudonymised"
+
+
+# ----------------------------------------------------------------------------- every conflict
+
+
+@pytest.mark.parametrize(
+    ("preset", "option"),
+    sorted((p, o) for p, forbidden in PRESET_FORBIDDEN.items() for o in forbidden),
+)
+def test_every_option_a_preset_forbids_is_rejected_by_name(write_policy, preset, option) -> None:
+    path = write_policy({"deidentification": {"preset": preset, "options": [option]}})
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "deidentification" in msg
+    assert f"preset {preset} conflicts with option(s) {option}" in msg
+
+
+def test_public_archive_names_every_conflicting_option(write_policy) -> None:
+    options = sorted(PUBLIC_FORBIDDEN_OPTIONS - {"retain_longitudinal_full_dates"})
+    path = write_policy(
+        {
+            "destinations": {"allowed_classes": ["public_archive"]},
+            "deidentification": {"options": options},
+        }
+    )
+    with pytest.raises(PolicyError, match=r"destinations\.allowed_classes") as exc:
+        load_policy(path)
+    assert f"option(s) {', '.join(options)}" in str(exc.value)
+
+
+# ----------------------------------------------------------------------------- deid recipe
+
+
+RECIPE = "FORMAT dicom\n%header\nREMOVE contains:Physician\nJITTER StudyDate 2\n"
+
+
+def test_deid_recipe_is_loaded_and_recorded(write_policy, tmp_path: Path) -> None:
+    (tmp_path / "policies" / "site.dicom").write_text(
+        RECIPE + "%filter graylist\nLABEL Acme\n  contains Manufacturer ACME\n"
+        "  coordinates 0,0,10,10\n",
+        encoding="utf-8",
+    )
+    pol = load_policy(write_policy({"deidentification": {"deid_recipe": "site.dicom"}}))
+    assert pol.recipe is not None and [a.action for a in pol.recipe.actions] == [
+        "REMOVE",
+        "JITTER",
+    ]
+    kwargs = pol.dicom_options()
+    assert kwargs["recipe"] is pol.recipe
+    assert kwargs["policy_options"] == pol.deid_options
+    names = [r.name for r in kwargs["pixel_rules"]]
+    assert "graylist:Acme:6" in names
+    prov = pol.to_provenance()
+    assert prov["deid_recipe"]["file"] == "site.dicom"
+    assert prov["deid_recipe"]["sha256"] == pol.recipe.sha256
+    assert prov["deid_recipe"]["header_actions"] == {"JITTER": 1, "REMOVE": 1}
+    assert str(tmp_path) not in json.dumps(prov)
+
+
+def test_deid_recipe_errors_name_policy_rule_and_line(write_policy, tmp_path: Path) -> None:
+    (tmp_path / "policies" / "bad.dicom").write_text(
+        "FORMAT dicom\n%header\nREPLACE PatientID var:entity_id\n", encoding="utf-8"
+    )
+    path = write_policy({"deidentification": {"deid_recipe": "bad.dicom"}})
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    msg = str(exc.value)
+    assert str(path) in msg and "deidentification.deid_recipe: bad.dicom: line 3" in msg
+    assert "var:" in msg
+    path = write_policy({"deidentification": {"deid_recipe": "missing.dicom"}})
+    with pytest.raises(PolicyError, match=r"deid_recipe: missing\.dicom: cannot read recipe"):
+        load_policy(path)
+
+
+def test_recipe_that_moves_dates_conflicts_with_full_dates(write_policy, tmp_path: Path) -> None:
+    (tmp_path / "policies" / "site.dicom").write_text(RECIPE, encoding="utf-8")
+    path = write_policy(
+        {
+            "deidentification": {
+                "options": ["retain_longitudinal_full_dates"],
+                "deid_recipe": "site.dicom",
+            }
+        }
+    )
+    with pytest.raises(
+        PolicyError,
+        match=r"JITTER \(recipe line 4\) conflicts with option retain_longitudinal_full_dates",
+    ):
+        load_policy(path)
+
+
+def test_deid_filter_database_is_used_unless_turned_off(write_policy) -> None:
+    pytest.importorskip("deid")
+    on = load_policy(write_policy())
+    assert on.deid_filters
+    sources = {r.source for r in on.pixel_cleaning_rules()}
+    assert any(s.startswith("deid ") for s in sources)
+    assert on.to_provenance()["deid_filters"]["source"] == "deid/data/deid.dicom"
+    off = load_policy(write_policy({"deidentification": {"deid_filters": False}}))
+    assert off.pixel_cleaning_rules() == off.pixel_rules
+    assert off.to_provenance()["deid_filters"] == {"source": "off"}

@@ -48,7 +48,7 @@ def results(tmp_path: Path) -> StageInputs:
     }
     write_json(tmp_path / "manifest.json", manifest)
     for iid, verdict in (("ds-n001", "clean"), ("ds-n002", "leak"), ("ds-n003", "clean")):
-        d = tmp_path / "deid" / iid
+        d = tmp_path / "deid" / "batch-0000" / iid
         d.mkdir(parents=True)
         (d / "data.nii.gz").write_bytes(b"x" * 10)
         (d / "actions.jsonl").write_text("{}\n")
@@ -57,7 +57,7 @@ def results(tmp_path: Path) -> StageInputs:
         prov.inputs.append({"path": "/inbox/DOE_JOHN/a", "size": 1, "sha256": "0" * 64})
         prov.write(d / "provenance.json")
         write_json(
-            tmp_path / "leak" / f"{iid}.json",
+            tmp_path / "leak" / "batch-0000" / f"{iid}.json",
             {"status": verdict, "reason": None if verdict == "clean" else "1 hit"},
         )
     (tmp_path / "fhir").mkdir()
@@ -92,10 +92,10 @@ def test_stage_respects_policy_destination_classes(tmp_path: Path, results: Stag
 
 
 def test_summary_identity(tmp_path: Path, results: StageInputs) -> None:
-    reports = sorted(results.leak_root.glob("*.json"))
-    s = summarize_run(results.manifest, reports, [])
+    s = summarize_run(results.manifest, results.leak_root, [])
     assert (s["found"], s["processed"], s["quarantined"], s["excluded"]) == (5, 2, 2, 1)
     # An item without a leak report (it failed) still counts, as quarantined.
-    s2 = summarize_run(results.manifest, reports[:1], [])
+    (results.leak_root / "batch-0000" / "ds-n003.json").unlink()
+    s2 = summarize_run(results.manifest, results.leak_root, [])
     assert s2["found"] == s2["processed"] + s2["quarantined"] + s2["excluded"]
     assert s2["processed"] == 1

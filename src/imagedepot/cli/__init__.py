@@ -22,9 +22,13 @@ VERBS = (
     "convert",
     "deid",
     "leakcheck",
+    "batch",
     "fhir",
     "stage",
+    "deposit",
     "summary",
+    "status",
+    "schedule",
     "validate",
 )
 

@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagedepot.errors import InputError
 from imagedepot.io import write_json
+
+if TYPE_CHECKING:
+    from imagedepot.convert import ConvertReport
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="microscopy image to OME-Zarr",
         description="Convert every series of a microscopy image to one OME-Zarr in the "
         "bioformats2raw layout (0/, 1/, ... and OME/METADATA.ome.xml), axes t,c,z,y,x, streamed "
-        "plane by plane.",
+        "band by band with a pyramid, optional Zarr v3 sharding (NGFF 0.5) and label images.",
     )
     z.add_argument("src", metavar="SRC", help="image file, Bio-Formats .fake name, or item JSON")
     z.add_argument("out", metavar="OUT.ome.zarr", help="OME-Zarr folder to create")
@@ -66,11 +69,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="0.4",
         help="0.4 (Zarr v2, default) or 0.5 (Zarr v3)",
     )
+    _zarr_layout(z)
     z.add_argument(
-        "--chunks",
-        type=_chunks,
-        metavar="Y,X|T,C,Z,Y,X",
-        help="chunk shape (default 1,1,1,1024,1024, clipped to the image)",
+        "--labels",
+        type=_label,
+        action="append",
+        metavar="[NAME=]MASK",
+        help="label image (integer mask of the first series' shape, c=1) written into "
+        "0/labels/NAME/; NAME defaults to the file name without its suffixes; repeatable",
     )
     _microscopy(z)
     z.set_defaults(func=run)
@@ -83,18 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("src", metavar="SRC", help="image file, Bio-Formats .fake name, or item JSON")
     t.add_argument("out", metavar="OUT.ome.tif", help="OME-TIFF file to create")
-    t.add_argument(
-        "--tile",
-        type=_tile,
-        default=512,
-        help="tile edge in pixels, a multiple of 16 (default 512)",
-    )
-    t.add_argument(
-        "--compression",
-        choices=("zlib", "zstd", "lzw", "none"),
-        default="zlib",
-        help="tile compression (default zlib; zstd and lzw need imagecodecs)",
-    )
+    _tiff_layout(t, default=True)
     _microscopy(t)
     t.set_defaults(func=run)
 
@@ -109,10 +104,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("src", metavar="ITEM.json", help="item JSON (results/ingest/items/<item>.json)")
     i.add_argument("out_dir", metavar="OUT_DIR", help="per-item output folder to create")
     i.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4", help="OME-Zarr version")
+    _zarr_layout(i)
     i.add_argument("--ome-tiff", action="store_true", help="also write a pyramidal OME-TIFF")
+    _tiff_layout(i, default=False)
     i.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
     _microscopy(i)
     i.set_defaults(func=run_item)
+
+    b = kinds.add_parser(
+        "bids",
+        help="lay the de-identified NIfTI out as a BIDS-like tree (sub-<pseudonym>/ses-<n>/...)",
+        description=(
+            "Name every clean item's de-identified NIfTI and sidecar by the configurable mapping "
+            "from SeriesDescription/ProtocolName/Modality to BIDS datatype and suffix (read from the "
+            "conversion sidecars), and copy them into OUT_DIR with dataset_description.json and "
+            ".bidsignore. Unknown series go to the `unknown` datatype, never lost."
+        ),
+    )
+    b.add_argument("manifest", metavar="MANIFEST", help="manifest from `imagedepot scan`")
+    b.add_argument("out_dir", metavar="OUT_DIR", help="tree to create (replaced atomically)")
+    b.add_argument("--convert-root", required=True, help="folder of converted batch folders")
+    b.add_argument("--deid-root", required=True, help="folder of de-identified batch folders")
+    b.add_argument("--leak-root", required=True, help="folder of leak-report batch folders")
+    b.add_argument("--rules", help="BIDS mapping rules YAML (default: the package's)")
+    b.set_defaults(func=run_bids)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -120,7 +135,44 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="R.json", help="write the conversion report (JSON) here")
 
 
+def _zarr_layout(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--chunks",
+        type=_chunks,
+        metavar="Y,X|T,C,Z,Y,X",
+        help="OME-Zarr chunk shape (default 1,1,1,1024,1024, clipped to each level)",
+    )
+    p.add_argument(
+        "--shard",
+        type=_chunks,
+        metavar="Y,X|T,C,Z,Y,X",
+        help="NGFF 0.5 only: group chunks into shards of this shape (multiples of the chunk "
+        "shape; Y,X keeps the chunk's T,C,Z); default: no sharding",
+    )
+
+
+def _tiff_layout(p: argparse.ArgumentParser, *, default: bool) -> None:
+    p.add_argument(
+        "--tile",
+        type=_tile,
+        default=512 if default else None,
+        help="OME-TIFF tile edge in pixels, a multiple of 16 (default 512)",
+    )
+    p.add_argument(
+        "--compression",
+        choices=("zlib", "zstd", "lzw", "none"),
+        default="zlib" if default else None,
+        help="OME-TIFF tile compression (default zlib; zstd and lzw need imagecodecs)",
+    )
+
+
 def _microscopy(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threads",
+        type=_positive,
+        metavar="N",
+        help="threads for reading ahead and compressing (default: the CPUs this process may use)",
+    )
     p.add_argument(
         "--levels",
         type=_positive,
@@ -187,6 +239,30 @@ def _chunks(text: str) -> tuple[int, ...]:
     return values
 
 
+def _label(text: str) -> tuple[str, Path]:
+    from imagedepot.convert.microscopy import LABEL_NAME, label_name
+
+    name, sep, path = text.partition("=")
+    if not sep:
+        name, path = label_name(text), text
+    if not path or not LABEL_NAME.fullmatch(name):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give MASK or NAME=MASK, NAME of letters, digits, '_', '.' and '-'"
+        )
+    return name, Path(path)
+
+
+def _labels(pairs: list[tuple[str, Path]] | None) -> dict[str, Path] | None:
+    if not pairs:
+        return None
+    labels: dict[str, Path] = {}
+    for name, path in pairs:
+        if name in labels:
+            raise InputError(path, f"label name {name!r} given twice: use NAME=MASK")
+        labels[name] = path
+    return labels
+
+
 def _item(path: Path) -> dict[str, Any]:
     from imagedepot.io import read_json
 
@@ -216,17 +292,33 @@ def _primary_files(item: dict[str, Any]) -> list[Path]:
 
 def run_item(args: argparse.Namespace) -> int:
     """Convert one manifest item with :func:`imagedepot.pipeline.convert_item`."""
+    import dataclasses
+
+    from imagedepot.errors import ConfigError
     from imagedepot.pipeline import ConvertOptions, convert_item
 
-    options = ConvertOptions(
-        nifti_compress=not args.no_compress,
-        ngff_version=args.ngff_version,
-        pyramid_levels=args.levels,
-        reader=args.reader,
-        java_heap=args.java_heap,
-        ome_tiff=args.ome_tiff,
-    )
-    prov = convert_item(args.src, args.out_dir, options, force=args.force)
+    values: dict[str, Any] = {
+        "nifti_compress": not args.no_compress,
+        "ngff_version": args.ngff_version,
+        "pyramid_levels": args.levels,
+        "reader": args.reader,
+        "java_heap": args.java_heap,
+        "ome_tiff": args.ome_tiff,
+    }
+    layout = {
+        "chunks": args.chunks,
+        "shard": args.shard,
+        "tiff_tile": args.tile,
+        "tiff_compression": args.compression,
+        "threads": args.threads,
+    }
+    known = {f.name for f in dataclasses.fields(ConvertOptions)}
+    unknown = sorted(k for k, v in layout.items() if v is not None and k not in known)
+    if unknown:
+        # Never drop a layout option silently (pipeline.ConvertOptions gains them separately).
+        raise ConfigError(f"convert item cannot pass {', '.join(unknown)} to the pipeline yet")
+    values.update({k: v for k, v in layout.items() if v is not None})
+    prov = convert_item(args.src, args.out_dir, ConvertOptions(**values), force=args.force)
     if args.report:
         write_json(args.report, prov.to_dict())
     if prov.status != "processed":
@@ -266,33 +358,63 @@ def run(args: argparse.Namespace) -> int:
             name=name or "series",
         )
     else:
-        from imagedepot.convert.microscopy import convert_to_ome_tiff, convert_to_ome_zarr
+        report = _run_microscopy(args, src)
+    if args.report:
+        write_json(args.report, report.to_dict())
+    log.info("converted %s -> %s", args.src, ", ".join(report.outputs))
+    return 0
 
-        if _is_item(src):
-            src = _primary_files(_item(src))[0]
+
+def _run_microscopy(args: argparse.Namespace, src: Path) -> ConvertReport:
+    from imagedepot.convert.microscopy import convert_to_ome_tiff, convert_to_ome_zarr
+    from imagedepot.errors import ConfigError
+
+    if _is_item(src):
+        src = _primary_files(_item(src))[0]
+    try:
         if args.kind == "ome-zarr":
-            report = convert_to_ome_zarr(
+            return convert_to_ome_zarr(
                 src,
                 Path(args.out),
                 ngff_version=args.ngff_version,
                 chunks=args.chunks,
+                shard=args.shard,
                 pyramid_levels=args.levels,
+                labels=_labels(args.labels),
                 force=args.force,
                 reader=args.reader,
                 java_heap=args.java_heap,
+                threads=args.threads,
             )
-        else:
-            report = convert_to_ome_tiff(
-                src,
-                Path(args.out),
-                tile=args.tile,
-                compression=args.compression,
-                pyramid_levels=args.levels,
-                force=args.force,
-                reader=args.reader,
-                java_heap=args.java_heap,
-            )
-    if args.report:
-        write_json(args.report, report.to_dict())
-    log.info("converted %s -> %s", args.src, ", ".join(report.outputs))
+        return convert_to_ome_tiff(
+            src,
+            Path(args.out),
+            tile=args.tile,
+            compression=args.compression,
+            pyramid_levels=args.levels,
+            force=args.force,
+            reader=args.reader,
+            java_heap=args.java_heap,
+            threads=args.threads,
+        )
+    except ValueError as exc:  # options that do not go together (e.g. --shard with NGFF 0.4)
+        raise ConfigError(str(exc)) from exc
+
+
+def run_bids(args: argparse.Namespace) -> int:
+    """Write the BIDS-like tree with :func:`imagedepot.convert.bids.write_bids_tree`."""
+    from imagedepot.convert.bids import load_rules, write_bids_tree
+    from imagedepot.io import read_json
+
+    summary = write_bids_tree(
+        read_json(args.manifest),
+        convert_root=Path(args.convert_root),
+        deid_root=Path(args.deid_root),
+        leak_root=Path(args.leak_root),
+        out=Path(args.out_dir),
+        rules=load_rules(args.rules),
+    )
+    print(
+        f"bids: {summary['images']} image(s) of {summary['subjects']} subject(s) -> {args.out_dir}"
+    )
     return 0

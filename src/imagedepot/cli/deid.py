@@ -2,7 +2,8 @@
 
 Each subcommand loads the policy, builds the keyed pseudonymizer and calls one library function:
 
-* ``deid dicom`` → :func:`imagedepot.deid.dicom.deidentify_dicom`
+* ``deid dicom`` → :func:`imagedepot.deid.dicom.deidentify_dicom` (the policy's options,
+  pixel-cleaning rules and deid recipe; ``--jobs`` processes in parallel)
 * ``deid nifti`` → :func:`imagedepot.deid.nifti.deidentify_nifti`
 * ``deid ome``   → :func:`imagedepot.deid.ome.deidentify_ome`
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -50,6 +52,17 @@ def _common(p: argparse.ArgumentParser, *, subject_required: bool) -> None:
     )
 
 
+def _jobs(text: str) -> int:
+    """``--jobs`` value: a whole number, 0 meaning one per CPU core."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 (all cores) or more")
+    return n or (os.cpu_count() or 1)
+
+
 def register(subparsers: Any) -> None:
     """Add ``deid`` and its subcommands to the top-level subparsers."""
     parser = subparsers.add_parser(
@@ -68,6 +81,13 @@ def register(subparsers: Any) -> None:
     _common(dicom, subject_required=False)
     dicom.add_argument(
         "--action-log", type=Path, help="append one JSON line of actions per output file"
+    )
+    dicom.add_argument(
+        "--jobs",
+        "-j",
+        type=_jobs,
+        default=1,
+        help="processes working on files in parallel (default 1; 0: one per CPU core)",
     )
     dicom.add_argument(
         "--skip-bad-files",
@@ -152,13 +172,13 @@ def run_dicom(args: argparse.Namespace) -> int:
     report = deidentify_dicom(
         args.src,
         args.out,
-        policy_options=policy.deid_options,
         pseudonymizer=pseudonymizer,
         subject=subject,
         force=args.force,
         action_log=args.action_log,
-        pixel_rules=policy.pixel_rules,
         skip_bad_files=args.skip_bad_files,
+        workers=args.jobs,
+        **policy.dicom_options(),
     )
     out = report.to_dict()
     out["policy"] = policy.to_provenance()

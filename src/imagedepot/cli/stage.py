@@ -31,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--fhir-root", required=True, help="folder of FHIR bundles")
     add_config_options(s)
     s.set_defaults(func=run_local)
+    from imagedepot.cli import bia, xnat
+
+    xnat.register_stage(ssub)
+    bia.register_stage(ssub)
     v = ssub.add_parser("verify", help="re-check a staged folder against its manifest")
     v.add_argument("folder")
     v.set_defaults(func=run_verify)

@@ -16,8 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--manifest", required=True, help="manifest from `imagedepot scan`")
-    p.add_argument("--leak-reports", nargs="*", default=[], help="item leak reports")
+    p.add_argument("--leak-root", required=True, help="folder of the batch leak-report folders")
     p.add_argument("--stage-dirs", nargs="*", default=[], help="staged destination folders")
+    p.add_argument("--fhir-root", help="folder of the FHIR bundle folders (adds their status)")
     p.add_argument("--out", required=True, help="summary JSON to write")
     p.set_defaults(func=run)
 
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from imagedepot.io import write_json
     from imagedepot.stage import summarize_run, summary_line
 
-    summary = summarize_run(args.manifest, args.leak_reports, args.stage_dirs)
+    summary = summarize_run(args.manifest, args.leak_root, args.stage_dirs, args.fhir_root)
     write_json(args.out, summary)
     print(summary_line(summary))
     return 0

@@ -15,8 +15,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "validate",
         help="check OME-Zarr, OME-TIFF and NIfTI outputs",
-        description="Check each PATH: OME-Zarr against the ome-zarr-models spec models (and every "
-        "array readable), OME-TIFF by parsing its OME-XML with ome-types against the TIFF series, "
+        description="Check each PATH: OME-Zarr against the ome-zarr-models spec models (every "
+        "array readable, label images included), OME-TIFF by parsing its OME-XML with ome-types against the TIFF series, "
         "NIfTI with nibabel (shape, affine, scaling, data). Prints one line per path (or JSON with "
         "--json) and exits 1 if any is invalid.",
     )

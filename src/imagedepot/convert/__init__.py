@@ -117,6 +117,8 @@ class ImageSource(Protocol):
     path: Path
     reader: str
     series: list[SeriesInfo]
+    #: Notes for the report (e.g. resolutions in the source that are recomputed, not copied).
+    notes: list[str]
 
     def read_rows(self, series: int, t: int, c: int, z: int, y0: int, y1: int) -> np.ndarray:
         """Return rows ``y0:y1`` of one plane as a ``(y1 - y0, x)`` array of the series dtype."""

@@ -11,19 +11,25 @@ The JVM starts once per process, on first use, with the heap (``-Xmx``) asked fo
 restart it, so later heap requests are ignored (and logged).
 
 Pixels are read with ``loci.formats.ImageReader`` wrapped in a ``ChannelSeparator`` (RGB planes
-become one channel each), a band of rows per ``openBytes`` call, and turned into NumPy arrays using
-the pixel type from ``FormatTools`` and the reader's byte order. Metadata (sizes, physical sizes,
+become one channel each), a band of rows per ``openBytes`` call into one reused Java buffer (no
+garbage on the Java heap per band), copied by Java into a direct ``ByteBuffer`` that NumPy reads in
+place, and from there into (reused) NumPy band arrays, using the pixel type from ``FormatTools``
+and the reader's byte order. JPype releases the GIL during ``openBytes``, so a
+reader thread overlaps decoding with the writers' compression. Only the full resolution of each
+series is read: pyramids stored in the source are recomputed by the writers. Metadata (sizes, physical sizes,
 channel names and colours) come from the OME-XML metadata store filled by the reader
 (``OMEXMLService``), which also gives the OME-XML kept beside OME-Zarr outputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import re
 import shutil
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -58,6 +64,8 @@ PIXEL_TYPES = {
 }
 #: Largest band asked of ``openBytes`` in one call (a Java array, on the Java heap).
 MAX_READ_BYTES = 64 << 20
+#: Bands this large are taken from a pool of reused arrays (see ``_BandPool``).
+POOL_MIN_BYTES = 4 << 20
 
 _lock = threading.Lock()
 _started_heap: str | None = None
@@ -168,11 +176,48 @@ def bioformats_version() -> str:
     return str(scyjava.jimport("loci.formats.FormatTools").VERSION)
 
 
+class _BandPool:
+    """Band arrays handed out again once nothing refers to them any more.
+
+    A band of a wide image (e.g. 1024 rows x 16384 x 2 bytes = 32 MiB) is larger than what the C
+    allocator keeps for reuse, so a fresh one per band is mapped, zero-filled page by page and
+    unmapped each time (seconds of system time per gigabyte). An array is reused only when its
+    reference count shows that no view, caller or queue still holds it (CPython; elsewhere
+    nothing is reused).
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._arrays: list[np.ndarray] = []
+
+    def get(self, shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+        getrefcount = getattr(sys, "getrefcount", None)
+        if getrefcount is not None:
+            for i in range(len(self._arrays)):
+                # References: the list, the call's argument; anything more is a user.
+                if getrefcount(self._arrays[i]) == 2:
+                    candidate = self._arrays[i]
+                    if candidate.shape == shape and candidate.dtype == dtype:
+                        return candidate
+        array = np.empty(shape, dtype=dtype)
+        if getrefcount is not None and array.nbytes >= POOL_MIN_BYTES:
+            if len(self._arrays) >= self._size:
+                self._arrays.pop(0)
+            self._arrays.append(array)
+        return array
+
+    def clear(self) -> None:
+        self._arrays.clear()
+
+
 def _java_message(exc: BaseException) -> str:
     """A Java exception's class and message, without the stack trace."""
     text = str(exc).strip().splitlines()
     name = type(exc).__name__
-    return f"{name}: {text[0]}" if text else name
+    if not text:
+        return name
+    # JPype's text of a Java exception often starts with the class name already.
+    return text[0] if text[0].startswith(f"{name}:") else f"{name}: {text[0]}"
 
 
 class BioFormatsSource:
@@ -212,7 +257,12 @@ class BioFormatsSource:
                 self.path, f"Bio-Formats cannot read it: {_java_message(exc)}"
             ) from exc
         self._dtypes: list[np.dtype] = []
+        self._buffer: Any = None
+        self._direct: Any = None
+        self._view: Any = None  # memoryview of the direct buffer
+        self._pool = _BandPool()
         self.series: list[SeriesInfo] = []
+        self.notes: list[str] = []
         try:
             for s in range(int(self._reader.getSeriesCount())):
                 self.series.append(self._series_info(s))
@@ -229,6 +279,12 @@ class BioFormatsSource:
         r = self._reader
         r.setSeries(s)
         r.setResolution(0)
+        resolutions = int(r.getResolutionCount())
+        if resolutions > 1:
+            self.notes.append(
+                f"series {s}: the source holds {resolutions} resolutions; the output pyramid is "
+                "recomputed from the full resolution"
+            )
         type_name = str(self._format_tools.getPixelTypeString(r.getPixelType()))
         if type_name not in PIXEL_TYPES:
             raise InputError(self.path, f"series {s}: pixel type {type_name} is not supported")
@@ -289,21 +345,45 @@ class BioFormatsSource:
         r.setSeries(series)
         dtype = self._dtypes[series]
         x_n = int(r.getSizeX())
-        out = np.empty((y1 - y0, x_n), dtype=dtype.newbyteorder("="))
-        step = max(1, MAX_READ_BYTES // max(1, x_n * dtype.itemsize))
+        out = self._pool.get((y1 - y0, x_n), dtype.newbyteorder("="))
+        row_bytes = max(1, x_n * dtype.itemsize)
+        step = max(1, min(y1 - y0, MAX_READ_BYTES // row_bytes))
+        buffer, direct, view = self._buffers(step * row_bytes)
         try:
             index = int(r.getIndex(z, c, t))
             for y in range(y0, y1, step):
                 h = min(step, y1 - y)
-                raw = r.openBytes(index, 0, y, x_n, h)
-                out[y - y0 : y - y0 + h] = np.frombuffer(memoryview(raw), dtype=dtype).reshape(
-                    h, x_n
-                )
+                r.openBytes(index, buffer, 0, y, x_n, h)
+                # Java copies the bytes into direct memory that NumPy reads in place. (A
+                # memoryview of the byte[] itself would be a snapshot JPype shares while any
+                # earlier view lives: stale rows.)
+                direct.clear()
+                direct.put(buffer, 0, h * row_bytes)
+                rows = np.frombuffer(view, dtype=dtype, count=h * x_n).reshape(h, x_n)
+                out[y - y0 : y - y0 + h] = rows
         except Exception as exc:
             raise InputError(
                 self.path, f"Bio-Formats cannot read series {series}: {_java_message(exc)}"
             ) from exc
         return out
+
+    def _buffers(self, size: int) -> tuple[Any, Any, memoryview]:
+        """A Java ``byte[]`` for ``openBytes``, a direct ``ByteBuffer`` and a view of the latter,
+        at least ``size`` bytes, kept between calls (no garbage per band)."""
+        if self._buffer is None or len(self._buffer) < size:
+            import jpype
+
+            self._release_buffers()
+            self._buffer = jpype.JArray(jpype.JByte)(size)
+            self._direct = jpype.JClass("java.nio.ByteBuffer").allocateDirect(size)
+            self._view = memoryview(self._direct)
+        return self._buffer, self._direct, self._view
+
+    def _release_buffers(self) -> None:
+        if self._view is not None:
+            with contextlib.suppress(BufferError):  # an array still viewing it keeps it alive
+                self._view.release()
+        self._buffer = self._direct = self._view = None
 
     def ome_xml(self) -> str:
         """OME-XML of the metadata store Bio-Formats filled."""
@@ -319,7 +399,9 @@ class BioFormatsSource:
         return {"bioformats": bioformats_version()}
 
     def close(self) -> None:
-        """Close the Java reader."""
+        """Close the Java reader and drop its buffer."""
+        self._release_buffers()
+        self._pool.clear()
         try:
             self._reader.close()
         except Exception as exc:  # closing must not mask the error that led here

@@ -8,10 +8,13 @@ Readers (:class:`imagedepot.convert.ImageSource`):
   format. ``reader="auto"`` picks tifffile for ``.tif``/``.tiff`` (and ``.ome.tif(f)``), Bio-Formats
   otherwise.
 
-Writers stream: a plane is read as bands of rows (a band is a whole number of the writer's chunk
-or tile rows times ``2**(levels-1)``, and of the reader's strip or tile height), each band is
-written at full resolution and reduced by 2x2 block means for every pyramid level, so only a band
-(at most a plane) of one series is in memory. Every image is five-dimensional, axes
+Writers stream: a plane is read as bands of rows (a whole number of the level-0 chunk or tile
+rows, of ``2**(levels-1)`` and of the reader's strip or tile height), in a reader thread one band
+ahead of the writer; each band is reduced by 2x2 block means for every pyramid level, and every
+level is written whole chunk rows (whole shard rows when sharded) at a time, holding back the rows
+of a part-filled one until the next band. So only a few bands of one plane are in memory, whatever
+the image's height, plane count or series count. Zarr compresses the chunks of each write
+concurrently; tifffile compresses tiles in threads. Every image is five-dimensional, axes
 ``t, c, z, y, x``; RGB samples become channels. Physical sizes are in micrometres and seconds.
 
 OME-Zarr layout (bioformats2raw transitional layout of NGFF 0.4 / 0.5)::
@@ -22,21 +25,32 @@ OME-Zarr layout (bioformats2raw transitional layout of NGFF 0.4 / 0.5)::
         OME/.zattrs | zarr.json  {"series": ["0", "1", ...]}
         0/                       image group: multiscales (levels 0..n-1) and omero metadata
         1/ ...
+        0/labels/<name>/         label images given (NGFF image-label), on the first series
 
-Outputs are written under a temporary name beside the target and renamed when complete, so an
-interrupted conversion never leaves a complete-looking ``.ome.zarr`` or ``.ome.tif``.
+Outputs are written under a temporary name beside the target
+(``.imagedepot-tmp-<name>.<host>.<pid>.<random>``) and renamed when complete, so an interrupted
+conversion never leaves a complete-looking ``.ome.zarr`` or ``.ome.tif``; the next conversion to
+the same output removes what a killed one left (:func:`remove_stale_temporaries`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
 import itertools
 import logging
 import math
 import os
+import queue
+import re
+import shutil
+import socket
+import sys
 import tempfile
+import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -45,7 +59,7 @@ import numpy as np
 
 from imagedepot.convert import AXES, ConvertReport, ImageSource, SeriesInfo
 from imagedepot.errors import ImagedepotError, InputError
-from imagedepot.io import TMP_PREFIX, atomic_path, check_overwrite
+from imagedepot.io import TMP_PREFIX, check_overwrite
 
 log = logging.getLogger(__name__)
 
@@ -181,8 +195,6 @@ def metadata_only_ome_xml(text: str) -> str:
     ``MetadataOnly`` element (after its channels, where the schema puts it). Everything else is
     kept as it was.
     """
-    import io
-
     namespaces: dict[str, str] = {}
     for _event, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):  # noqa: S314
         namespaces.setdefault(prefix, uri)
@@ -271,6 +283,7 @@ class TiffSource:
             raise InputError(self.path, f"tifffile cannot read it: {exc}") from exc
         self._series: list[_TiffSeries] = []
         self.series: list[SeriesInfo] = []
+        self.notes: list[str] = []
         try:
             self._scan()
         except InputError:
@@ -434,20 +447,181 @@ def open_source(src: str | Path, reader: str = "auto", *, java_heap: str = "2g")
     Raises
     ------
     InputError
-        The file is missing, unreadable, or needs Bio-Formats and Bio-Formats is not installed.
+        The file is missing, unreadable, has no image or an image with a zero-size dimension, or
+        needs Bio-Formats and Bio-Formats is not installed.
     """
     if reader not in READERS:
         raise ValueError(f"reader {reader!r}: use one of {', '.join(READERS)}")
     src = Path(src)
     use = reader if reader != "auto" else ("tifffile" if is_tiff_name(src) else "bioformats")
+    companion = binary_only_metadata(src) if is_tiff_name(src) and src.is_file() else None
+    if companion is not None:
+        # Both readers would otherwise read the pixels alone, without the metadata.
+        if not companion.is_file():
+            raise InputError(
+                src, f"binary-only OME-TIFF whose metadata file {companion.name} is missing"
+            )
+        if reader == "tifffile":
+            raise InputError(
+                src,
+                f"binary-only OME-TIFF (metadata in {companion.name}): tifffile does not apply "
+                "it; use the Bio-Formats reader",
+            )
+        use = "bioformats"
+    source: ImageSource
     if use == "tifffile":
-        return TiffSource(src)
-    from imagedepot.convert.bioformats import BioFormatsSource
+        source = TiffSource(src)
+    else:
+        from imagedepot.convert.bioformats import BioFormatsSource
 
-    return BioFormatsSource(src, java_heap=java_heap)
+        source = BioFormatsSource(src, java_heap=java_heap)
+    try:
+        check_series(source)
+    except InputError:
+        source.close()
+        raise
+    return source
+
+
+def binary_only_metadata(path: str | Path) -> Path | None:
+    """The metadata file a binary-only OME-TIFF names (``BinaryOnly/@MetadataFile``), or None.
+
+    Only the first page's description is read. A file tifffile cannot open gives None (the reader
+    reports it).
+    """
+    import tifffile
+
+    path = Path(path)
+    try:
+        with tifffile.TiffFile(path) as tif:
+            description = tif.pages.first.description
+    except Exception:  # tifffile raises several types for a damaged file
+        return None
+    if "BinaryOnly" not in description:
+        return None
+    try:
+        root = _parse_xml(description)
+    except ET.ParseError:
+        return None
+    for element in root:
+        name = element.get("MetadataFile")
+        if _local(element.tag) == "BinaryOnly" and name:
+            return path.parent / name
+    return None
+
+
+def check_series(source: ImageSource) -> None:
+    """Raise :class:`InputError` (naming the file) for a source without images or with a size 0."""
+    if not source.series:
+        raise InputError(source.path, "no image in this file")
+    for info in source.series:
+        if min(info.shape) < 1:
+            sizes = ", ".join(f"{a}={n}" for a, n in zip(AXES, info.shape, strict=True))
+            raise InputError(
+                source.path, f"series {info.index} has a zero-size dimension ({sizes})"
+            )
+
+
+# --------------------------------------------------------------------------- staged outputs
+
+
+def _host() -> str:
+    # Dots are fine (the name is split from the right); path separators are not.
+    return (socket.gethostname() or "localhost").replace(os.sep, "_")
+
+
+def _stage_prefix(out: Path) -> str:
+    return f"{TMP_PREFIX}{out.name}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_path(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+
+
+def remove_stale_temporaries(out: str | Path) -> list[Path]:
+    """Remove what interrupted conversions to ``out`` left beside it; return the paths removed.
+
+    Conversions write under ``.imagedepot-tmp-<out name>.<host>.<pid>.<random>`` beside ``out``.
+    Only temporaries made on this host by a process that no longer runs are removed; the others (a
+    run still going, another host of a shared file system) are left alone and never read.
+    """
+    out = Path(out)
+    prefix = _stage_prefix(out)
+    removed: list[Path] = []
+    if not out.parent.is_dir():
+        return removed
+    host = _host()
+    for path in out.parent.iterdir():
+        if not path.name.startswith(prefix):
+            continue
+        parts = path.name[len(prefix) :].rsplit(".", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        _remove_path(path)
+        removed.append(path)
+        log.warning("removed %s, left by an interrupted conversion (process %d)", path.name, pid)
+    return removed
+
+
+def _stage_name(out: Path) -> str:
+    return f"{_stage_prefix(out)}{_host()}.{os.getpid()}."
+
+
+@contextlib.contextmanager
+def staged_output(out: str | Path, *, force: bool = False, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``out``, renamed onto ``out`` when the block succeeds.
+
+    On any error (or ``KeyboardInterrupt``) the temporary is removed and ``out`` is untouched; a
+    killed process leaves only the temporary, which the next conversion to ``out`` on this host
+    removes (:func:`remove_stale_temporaries`). An existing ``out`` is replaced only with
+    ``force``. Like :func:`imagedepot.io.atomic_path`, with names that tie a temporary to its
+    output and process.
+    """
+    final = Path(out)
+    check_overwrite(final, force)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(final)
+    if is_dir:
+        tmp = Path(tempfile.mkdtemp(prefix=_stage_name(final), dir=final.parent))
+    else:
+        fd, name = tempfile.mkstemp(prefix=_stage_name(final), dir=final.parent)
+        os.close(fd)
+        tmp = Path(name)
+    try:
+        yield tmp
+        if os.path.lexists(final):
+            _remove_path(final)
+        os.replace(tmp, final)
+        # mkstemp/mkdtemp create 0600/0700; outputs get the usual umask-derived mode.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(final, (0o777 if is_dir else 0o666) & ~umask)
+    except BaseException:
+        _remove_path(tmp)
+        raise
 
 
 # --------------------------------------------------------------------------- pyramid
+
+#: ``(t, c, z, y, x)`` sizes.
+Shape5 = tuple[int, int, int, int, int]
 
 
 def pyramid_level_count(y: int, x: int, requested: int) -> int:
@@ -484,29 +658,216 @@ def downsample_2x2(a: np.ndarray) -> np.ndarray:
     return acc.astype(a.dtype)
 
 
-def _band_rows(row_block: int, base: int) -> int:
-    """Band height: a multiple of ``base`` covering at least one reader block."""
-    return base * max(1, math.ceil(max(1, row_block) / base))
+def subsample_2x2(a: np.ndarray) -> np.ndarray:
+    """Halve a ``(y, x)`` plane by keeping the first pixel of each 2x2 block (labels: no new values)."""
+    return np.ascontiguousarray(a[0::2, 0::2])
 
 
-def _iter_bands(
-    source: ImageSource, s: int, info: SeriesInfo, levels: int, band: int
-) -> Iterator[tuple[int, int, int, int, list[np.ndarray]]]:
-    """Yield ``(t, c, z, y0, [band at level 0, level 1, ...])`` in t, c, z, y order."""
+def _chunks5(chunks: tuple[int, ...] | None) -> Shape5:
+    """The chunk shape asked for as ``(t, c, z, y, x)`` (not yet clipped to an image)."""
+    if chunks is None:
+        full: tuple[int, ...] = (1, 1, 1, DEFAULT_CHUNK, DEFAULT_CHUNK)
+    elif len(chunks) == 2:
+        full = (1, 1, 1, int(chunks[0]), int(chunks[1]))
+    elif len(chunks) == 5:
+        full = tuple(int(n) for n in chunks)
+    else:
+        raise ValueError(f"chunks {chunks}: give (y, x) or (t, c, z, y, x)")
+    if min(full) < 1:
+        raise ValueError(f"chunks {chunks}: sizes must be positive")
+    return full  # type: ignore[return-value]
+
+
+def _shard5(shard: tuple[int, ...], chunk: Shape5) -> Shape5:
+    """The shard shape as ``(t, c, z, y, x)``: ``(y, x)`` keeps the chunk's t, c and z."""
+    if len(shard) == 2:
+        full: tuple[int, ...] = (*chunk[:3], int(shard[0]), int(shard[1]))
+    elif len(shard) == 5:
+        full = tuple(int(n) for n in shard)
+    else:
+        raise ValueError(f"shard {shard}: give (y, x) or (t, c, z, y, x)")
+    if min(full) < 1 or any(s % c for s, c in zip(full, chunk, strict=True)):
+        raise ValueError(
+            f"shard {shard}: every size must be a positive multiple of the chunk size {chunk}"
+        )
+    return full  # type: ignore[return-value]
+
+
+def _clip(block: Shape5, shape: Shape5) -> Shape5:
+    return tuple(max(1, min(b, n)) for b, n in zip(block, shape, strict=True))  # type: ignore[return-value]
+
+
+def _clip_shard(shard: Shape5, chunk: Shape5, shape: Shape5) -> Shape5:
+    """A shard no larger than needed to cover ``shape``, still a multiple of ``chunk``."""
+    return tuple(
+        s if s < n else c * math.ceil(n / c) for s, c, n in zip(shard, chunk, shape, strict=True)
+    )  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one series is cut.
+
+    ``shapes``, ``chunks`` and ``shards`` per level; ``units``: rows per write at each level (a
+    chunk row, or a shard row when sharded, so no chunk or shard is written twice for one plane);
+    ``band``: rows read at once (a multiple of ``2**(levels-1)``, so each band halves evenly, and of
+    the level-0 write unit, covering at least one reader block).
+    """
+
+    shapes: list[Shape5]
+    chunks: list[Shape5]
+    shards: list[Shape5] | None
+    units: list[int]
+    band: int
+
+    @property
+    def levels(self) -> int:
+        return len(self.shapes)
+
+
+def _plan(
+    shape: Shape5,
+    chunks: tuple[int, ...] | None,
+    shard: tuple[int, ...] | None,
+    requested_levels: int,
+    row_block: int,
+) -> _Plan:
+    t_n, c_n, z_n, y_n, x_n = shape
+    n = pyramid_level_count(y_n, x_n, requested_levels)
+    shapes: list[Shape5] = [(t_n, c_n, z_n, *level_shape(y_n, x_n, level)) for level in range(n)]
+    chunk = _chunks5(chunks)
+    level_chunks = [_clip(chunk, s) for s in shapes]
+    level_shards = None
+    if shard is not None:
+        full_shard = _shard5(shard, chunk)
+        level_shards = [
+            _clip_shard(full_shard, c, s) for c, s in zip(level_chunks, shapes, strict=True)
+        ]
+    units = [block[3] for block in (level_shards or level_chunks)]
+    base = math.lcm(units[0], 2 ** (n - 1))
+    band = base * max(1, math.ceil(max(1, row_block) / base))
+    return _Plan(shapes, level_chunks, level_shards, units, band)
+
+
+Block = tuple[int, int, int, int, int, np.ndarray]
+
+
+def _iter_blocks(
+    source: ImageSource,
+    s: int,
+    info: SeriesInfo,
+    plan: _Plan,
+    reduce: Callable[[np.ndarray], np.ndarray],
+    stats: _ChannelStats | None = None,
+) -> Iterator[Block]:
+    """Yield ``(t, c, z, level, y0, rows)`` plane after plane, ``rows`` being whole writes.
+
+    Within a band, reduced levels come before full resolution. ``stats`` (if given) sees every
+    band, in the thread that runs this generator.
+
+    Each band read is reduced level by level with ``reduce``; each level holds back the rows that
+    do not yet fill a write unit (``plan.units``) until the next band, and flushes the rest at the
+    plane's end. In memory: one band and less than one write unit per level.
+    """
     t_n, c_n, z_n, y_n, x_n = info.shape
+    n = plan.levels
     for t, c, z in itertools.product(range(t_n), range(c_n), range(z_n)):
-        for y0 in range(0, y_n, band):
-            y1 = min(y_n, y0 + band)
+        held: list[np.ndarray | None] = [None] * n
+        start = [0] * n
+        for y0 in range(0, y_n, plan.band):
+            y1 = min(y_n, y0 + plan.band)
             rows = source.read_rows(s, t, c, z, y0, y1)
             if rows.shape != (y1 - y0, x_n):
                 expected = (y1 - y0, x_n)
                 raise ImagedepotError(
                     f"{source.reader} returned rows of shape {rows.shape}, expected {expected}"
                 )
-            pyramid = [rows]
-            for _ in range(1, levels):
-                pyramid.append(downsample_2x2(pyramid[-1]))
-            yield t, c, z, y0, pyramid
+            if stats is not None:
+                stats.add(c, rows)
+            ready_blocks: list[Block] = []
+            for level in range(n):
+                if level:
+                    rows = reduce(rows)
+                pending = held[level]
+                block = rows if pending is None else np.concatenate([pending, rows])
+                unit = plan.units[level]
+                ready = block.shape[0] if y1 == y_n else block.shape[0] // unit * unit
+                held[level] = block[ready:] if ready < block.shape[0] else None
+                if ready:
+                    ready_blocks.append((t, c, z, level, start[level], block[:ready]))
+                    start[level] += ready
+            # Reduced levels first: a consumer that stops after the last full-resolution rows
+            # (tifffile, once it has every tile) has then received everything.
+            yield from reversed(ready_blocks)
+
+
+_END = object()
+
+
+def _prefetched(items: Iterator[Block], depth: int) -> Iterator[Block]:
+    """Run ``items`` in a reader thread, ``depth`` blocks ahead (``depth`` 0: in this thread).
+
+    Reading (Bio-Formats releases the GIL in ``openBytes``, tifffile in its decoders) and
+    downsampling then overlap with the caller's writing and compression. Errors of the reader
+    thread are raised here; when the caller stops early, the thread stops after its current block.
+    """
+    if depth < 1:
+        yield from items
+        return
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: Any) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            put(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    thread = threading.Thread(target=run, name="imagedepot-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            entry = q.get()
+            if entry is _END:
+                return
+            if isinstance(entry, BaseException):
+                raise entry
+            yield entry
+    finally:
+        stop.set()
+        thread.join()
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, e.g. a batch job's allocation)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _threads(threads: int | None) -> int:
+    if threads is None:
+        return available_cpus()
+    if threads < 1:
+        raise ValueError(f"threads {threads}: give a positive number")
+    return int(threads)
 
 
 def _progress(series: int, done: int, planes: int) -> None:
@@ -553,15 +914,19 @@ def default_colors(channels: int) -> list[str]:
 
 # --------------------------------------------------------------------------- NGFF versions
 
+SHARDING_NEEDS_V3 = "shard: sharding needs NGFF 0.5 (Zarr v3)"
+
 
 class NgffFormat:
     """Where one NGFF version puts its metadata (see the subclasses)."""
 
     version: ClassVar[str]
     zarr_format: ClassVar[Literal[2, 3]]
+    #: Whether chunks can be grouped into shards (Zarr v3 sharding codec).
+    sharding: ClassVar[bool] = False
 
-    def array_options(self) -> dict[str, Any]:
-        """Keyword arguments of ``zarr.create_array`` for image levels."""
+    def array_options(self, shards: Shape5 | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``zarr.create_array`` for image levels (``shards``: 0.5 only)."""
         raise NotImplementedError
 
     def wrap(self, attrs: dict[str, Any]) -> dict[str, Any]:
@@ -576,6 +941,10 @@ class NgffFormat:
         """The ``omero`` block."""
         return omero
 
+    def image_label(self, label: dict[str, Any]) -> dict[str, Any]:
+        """The ``image-label`` block of a label image."""
+        return label
+
 
 class NgffV04(NgffFormat):
     """NGFF 0.4: Zarr v2, metadata at the top of ``.zattrs``, nested chunk keys (``/``)."""
@@ -583,9 +952,11 @@ class NgffV04(NgffFormat):
     version = "0.4"
     zarr_format = 2
 
-    def array_options(self) -> dict[str, Any]:
+    def array_options(self, shards: Shape5 | None = None) -> dict[str, Any]:
         from numcodecs import Blosc
 
+        if shards is not None:
+            raise ValueError(SHARDING_NEEDS_V3)
         return {
             "chunk_key_encoding": {"name": "v2", "separator": "/"},
             "compressors": Blosc(cname="zstd", clevel=5, shuffle=Blosc.BITSHUFFLE),
@@ -600,20 +971,31 @@ class NgffV04(NgffFormat):
     def omero(self, omero: dict[str, Any]) -> dict[str, Any]:
         return {**omero, "version": self.version}
 
+    def image_label(self, label: dict[str, Any]) -> dict[str, Any]:
+        return {"version": self.version, **label}
+
 
 class NgffV05(NgffFormat):
-    """NGFF 0.5: Zarr v3, metadata under ``attributes.ome`` with ``version``, dimension names."""
+    """NGFF 0.5: Zarr v3, metadata under ``attributes.ome`` with ``version``, dimension names.
+
+    With ``shards``, chunks are stored inside shard files (Zarr v3 sharding codec): far fewer
+    files for large images; each chunk stays separately readable.
+    """
 
     version = "0.5"
     zarr_format = 3
+    sharding = True
 
-    def array_options(self) -> dict[str, Any]:
+    def array_options(self, shards: Shape5 | None = None) -> dict[str, Any]:
         from zarr.codecs import BloscCodec
 
-        return {
+        options: dict[str, Any] = {
             "dimension_names": list(AXES),
             "compressors": BloscCodec(cname="zstd", clevel=5, shuffle="bitshuffle"),
         }
+        if shards is not None:
+            options["shards"] = shards
+        return options
 
     def wrap(self, attrs: dict[str, Any]) -> dict[str, Any]:
         return {"ome": {"version": self.version, **attrs}}
@@ -623,22 +1005,6 @@ NGFF_FORMATS: dict[str, NgffFormat] = {"0.4": NgffV04(), "0.5": NgffV05()}
 
 
 # --------------------------------------------------------------------------- OME-Zarr writer
-
-
-def _chunks5(
-    chunks: tuple[int, ...] | None, shape: tuple[int, ...]
-) -> tuple[int, int, int, int, int]:
-    if chunks is None:
-        full = (1, 1, 1, DEFAULT_CHUNK, DEFAULT_CHUNK)
-    elif len(chunks) == 2:
-        full = (1, 1, 1, int(chunks[0]), int(chunks[1]))
-    elif len(chunks) == 5:
-        full = tuple(int(n) for n in chunks)  # type: ignore[assignment]
-    else:
-        raise ValueError(f"chunks {chunks}: give (y, x) or (t, c, z, y, x)")
-    if min(full) < 1:
-        raise ValueError(f"chunks {chunks}: sizes must be positive")
-    return tuple(max(1, min(c, n)) for c, n in zip(full, shape, strict=True))  # type: ignore[return-value]
 
 
 def _axes_metadata(info: SeriesInfo) -> list[dict[str, Any]]:
@@ -665,6 +1031,30 @@ def _scale(info: SeriesInfo, level: int) -> list[float]:
         float(ps.get("y") or 1.0) * f,
         float(ps.get("x") or 1.0) * f,
     ]
+
+
+def _multiscale(info: SeriesInfo, name: str, levels: int, labels: bool) -> dict[str, Any]:
+    return {
+        "name": name,
+        "axes": _axes_metadata(info),
+        "datasets": [
+            {
+                "path": str(level),
+                "coordinateTransformations": [{"type": "scale", "scale": _scale(info, level)}],
+            }
+            for level in range(levels)
+        ],
+        "type": "nearest" if labels else "local_mean",
+        "metadata": {
+            "description": (
+                "first pixel of each 2x2 block in y and x per level"
+                if labels
+                else "2x2 block mean in y and x per level; odd edges repeated"
+            ),
+            "method": "imagedepot.convert.microscopy."
+            + ("subsample_2x2" if labels else "downsample_2x2"),
+        },
+    }
 
 
 def _omero(info: SeriesInfo, stats: _ChannelStats) -> dict[str, Any]:
@@ -694,7 +1084,7 @@ def _omero(info: SeriesInfo, stats: _ChannelStats) -> dict[str, Any]:
     }
 
 
-def _image_report(info: SeriesInfo, levels: list[tuple[int, ...]], path: str) -> dict[str, Any]:
+def _image_report(info: SeriesInfo, levels: list[Shape5], path: str) -> dict[str, Any]:
     return {
         "path": path,
         "series": info.index,
@@ -708,69 +1098,155 @@ def _image_report(info: SeriesInfo, levels: list[tuple[int, ...]], path: str) ->
     }
 
 
-def _write_zarr_image(
+@dataclass(frozen=True)
+class _ZarrOptions:
+    fmt: NgffFormat
+    chunks: tuple[int, ...] | None
+    shard: tuple[int, ...] | None
+    levels: int
+    prefetch: int
+
+
+def _write_levels(
     source: ImageSource,
     s: int,
     info: SeriesInfo,
-    root: Any,
-    fmt: NgffFormat,
-    chunks: tuple[int, ...] | None,
-    requested_levels: int,
-) -> list[tuple[int, ...]]:
-    t_n, c_n, z_n, y_n, x_n = info.shape
-    n = pyramid_level_count(y_n, x_n, requested_levels)
-    chunk = _chunks5(chunks, info.shape)
-    group = root.create_group(str(s))
-    arrays = []
-    shapes: list[tuple[int, ...]] = []
-    for level in range(n):
-        ly, lx = level_shape(y_n, x_n, level)
-        shape = (t_n, c_n, z_n, ly, lx)
-        arrays.append(
-            group.create_array(
-                str(level),
-                shape=shape,
-                chunks=tuple(min(a, b) for a, b in zip(chunk, shape, strict=True)),
-                dtype=info.dtype,
-                fill_value=0,
-                **fmt.array_options(),
-            )
+    group: Any,
+    options: _ZarrOptions,
+    *,
+    labels: bool = False,
+) -> tuple[_Plan, _ChannelStats]:
+    """Write the pyramid of series ``s`` as arrays ``0``, ``1``... of ``group``."""
+    plan = _plan(info.shape, options.chunks, options.shard, options.levels, info.row_block)
+    arrays = [
+        group.create_array(
+            str(level),
+            shape=shape,
+            chunks=plan.chunks[level],
+            dtype=info.dtype,
+            fill_value=0,
+            **options.fmt.array_options(plan.shards[level] if plan.shards else None),
         )
-        shapes.append(shape)
-    band = _band_rows(info.row_block, chunk[3] * 2 ** (n - 1))
-    stats = _ChannelStats(c_n)
-    planes = t_n * c_n * z_n
+        for level, shape in enumerate(plan.shapes)
+    ]
+    stats = _ChannelStats(info.shape[1])
+    y_n = info.shape[3]
+    planes = info.shape[0] * info.shape[1] * info.shape[2]
     done = 0
-    for t, c, z, y0, pyramid in _iter_bands(source, s, info, n, band):
-        stats.add(c, pyramid[0])
-        for level, rows in enumerate(pyramid):
-            ly0 = y0 >> level
-            arrays[level][t, c, z, ly0 : ly0 + rows.shape[0], :] = rows
-        if y0 + band >= y_n:
+    reduce = subsample_2x2 if labels else downsample_2x2
+    blocks = _iter_blocks(source, s, info, plan, reduce, None if labels else stats)
+    for t, c, z, level, y0, rows in _prefetched(blocks, options.prefetch):
+        arrays[level][t, c, z, y0 : y0 + rows.shape[0], :] = rows
+        if level == 0 and y0 + rows.shape[0] == y_n:
             done += 1
             _progress(s, done, planes)
-    multiscale = {
-        "name": info.name or f"Image {s}",
-        "axes": _axes_metadata(info),
-        "datasets": [
-            {
-                "path": str(level),
-                "coordinateTransformations": [{"type": "scale", "scale": _scale(info, level)}],
-            }
-            for level in range(n)
-        ],
-        "type": "local_mean",
-        "metadata": {
-            "description": "2x2 block mean in y and x per level; odd edges repeated",
-            "method": "imagedepot.convert.microscopy.downsample_2x2",
-        },
-    }
+    return plan, stats
+
+
+def _write_zarr_image(
+    source: ImageSource, s: int, info: SeriesInfo, root: Any, options: _ZarrOptions
+) -> list[Shape5]:
+    group = root.create_group(str(s))
+    plan, stats = _write_levels(source, s, info, group, options)
+    name = info.name or f"Image {s}"
+    fmt = options.fmt
     group.attrs.update(
         fmt.wrap(
-            {"multiscales": [fmt.multiscale(multiscale)], "omero": fmt.omero(_omero(info, stats))}
+            {
+                "multiscales": [fmt.multiscale(_multiscale(info, name, plan.levels, False))],
+                "omero": fmt.omero(_omero(info, stats)),
+            }
         )
     )
-    return shapes
+    return plan.shapes
+
+
+LABEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def label_name(path: str | Path) -> str:
+    """Default label name of a mask file: its name without ``.ome.tif``/``.tif``... suffixes."""
+    name = Path(path).name
+    for suffix in (".ome.tiff", ".ome.tif", ".tiff", ".tif", ".ome.zarr", ".zarr"):
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def _open_labels(
+    labels: Mapping[str, str | Path],
+    info: SeriesInfo,
+    stack: contextlib.ExitStack[Any],
+    java_heap: str,
+) -> list[tuple[str, Path, ImageSource]]:
+    """Open and check every label image against the image (series ``info``) before writing."""
+    opened = []
+    for name, path in labels.items():
+        if not LABEL_NAME.fullmatch(name):
+            raise ValueError(f"label name {name!r}: use letters, digits, '_', '.' and '-'")
+        mask = open_source(path, "auto", java_heap=java_heap)
+        stack.callback(mask.close)
+        m = mask.series[0]
+        t_n, _, z_n, y_n, x_n = info.shape
+        expected = (t_n, 1, z_n, y_n, x_n)
+        if m.shape != expected:
+            raise InputError(
+                path,
+                f"label image is {m.shape} (t, c, z, y, x); the image needs {expected}",
+            )
+        if np.dtype(m.dtype).kind not in "iu":
+            raise InputError(path, f"label image must hold integers, not {m.dtype}")
+        if len(mask.series) > 1:
+            log.warning("%s: only the first of %d series is used as labels", path, len(mask.series))
+        opened.append((name, Path(path), mask))
+    return opened
+
+
+def _write_labels(
+    group: Any,
+    info: SeriesInfo,
+    opened: list[tuple[str, Path, ImageSource]],
+    options: _ZarrOptions,
+) -> list[dict[str, Any]]:
+    """Write label images into ``group/labels/<name>/`` (NGFF ``image-label``)."""
+    fmt = options.fmt
+    labels_group = group.create_group("labels")
+    reports = []
+    for name, path, mask in opened:
+        m = mask.series[0]
+        log.info("labels %s: %s %s", name, m.shape, m.dtype)
+        label_group = labels_group.create_group(name)
+        plan, _ = _write_levels(mask, 0, m, label_group, options, labels=True)
+        label_info = SeriesInfo(
+            index=info.index,
+            name=name,
+            shape=m.shape,
+            dtype=m.dtype,
+            physical_size=dict(info.physical_size),
+            channel_names=[name],
+            channel_colors=[None],
+        )
+        label_group.attrs.update(
+            fmt.wrap(
+                {
+                    "multiscales": [
+                        fmt.multiscale(_multiscale(label_info, name, plan.levels, True))
+                    ],
+                    "image-label": fmt.image_label({"source": {"image": "../../"}}),
+                }
+            )
+        )
+        reports.append(
+            {
+                "name": name,
+                "source": str(path),
+                "shape": list(m.shape),
+                "dtype": m.dtype,
+                "levels": [list(s) for s in plan.shapes],
+            }
+        )
+    labels_group.attrs.update(fmt.wrap({"labels": [name for name, _, _ in opened]}))
+    return reports
 
 
 def convert_to_ome_zarr(
@@ -779,12 +1255,20 @@ def convert_to_ome_zarr(
     *,
     ngff_version: str = "0.4",
     chunks: tuple[int, ...] | None = None,
+    shard: tuple[int, ...] | None = None,
     pyramid_levels: int = 3,
+    labels: Mapping[str, str | Path] | None = None,
     force: bool = False,
     reader: str = "auto",
     java_heap: str = "2g",
+    threads: int | None = None,
 ) -> ConvertReport:
     """Convert every series of a microscopy image to one OME-Zarr (bioformats2raw layout).
+
+    Pixels are streamed: a band of rows is read (in a reader thread), reduced for each pyramid
+    level and written chunk row by chunk row (shard row by shard row), while zarr compresses the
+    chunks of a write concurrently. Memory holds a few bands, whatever the height, plane count or
+    series count of the image (a band is ``chunk rows x image width``).
 
     Parameters
     ----------
@@ -795,52 +1279,88 @@ def convert_to_ome_zarr(
     ngff_version
         ``0.4`` (Zarr v2, the default: read by most viewers) or ``0.5`` (Zarr v3).
     chunks
-        Chunk shape ``(y, x)`` or ``(t, c, z, y, x)``; default ``(1, 1, 1, 1024, 1024)`` clipped to
-        the image.
+        Chunk shape ``(y, x)`` or ``(t, c, z, y, x)``; default ``(1, 1, 1, 1024, 1024)``; clipped
+        to each level.
+    shard
+        NGFF 0.5 only: shard shape ``(y, x)`` (t, c, z as the chunks) or ``(t, c, z, y, x)``, each
+        size a multiple of the chunk's; clipped to each level. Default: no sharding.
     pyramid_levels
         Resolution levels including full resolution (each halves y and x); fewer when the image is
         too small.
+    labels
+        Label images (segmentation masks) by name, written into ``0/labels/<name>/`` of the first
+        series: integer images of shape ``(t, 1, z, y, x)`` equal to the image's (a 2-D mask for
+        a 2-D image), any format the readers open.
     force
         Replace an existing ``out``.
     reader
         ``auto``, ``tifffile`` or ``bioformats``.
     java_heap
         Maximum Java heap (``-Xmx``) when Bio-Formats starts its JVM (first use in the process).
+    threads
+        Threads to use: the reader thread (when more than one) and zarr's concurrent chunk
+        compression. Default: the CPUs this process may use.
 
     Returns
     -------
     ConvertReport
         Per image: shape ``(t, c, z, y, x)``, dtype, physical sizes (µm, s), channel names, level
-        shapes.
+        shapes, labels.
+
+    Raises
+    ------
+    InputError
+        The image or a label image is unreadable, has a zero-size dimension, misses files of its
+        set, or a label image does not fit the image.
     """
     import zarr
 
     if ngff_version not in NGFF_FORMATS:
         raise ValueError(f"ngff_version {ngff_version!r}: use one of {', '.join(NGFF_VERSIONS)}")
     fmt = NGFF_FORMATS[ngff_version]
+    n_threads = _threads(threads)
+    full_chunk = _chunks5(chunks)
+    if shard is not None:
+        if not fmt.sharding:
+            raise ValueError(SHARDING_NEEDS_V3)
+        _shard5(shard, full_chunk)
     out = Path(out)
     check_overwrite(out, force)
+    options = _ZarrOptions(fmt, chunks, shard, pyramid_levels, 1 if n_threads > 1 else 0)
     report = ConvertReport(
         step="convert_ome_zarr",
         options={
             "ngff_version": ngff_version,
-            "chunks": list(chunks) if chunks else None,
+            "chunks": list(full_chunk),
+            "shard": list(_shard5(shard, full_chunk)) if shard is not None else None,
             "pyramid_levels": pyramid_levels,
+            "labels": sorted(labels) if labels else [],
             "reader": reader,
+            "threads": n_threads,
         },
     )
-    with contextlib.closing(open_source(src, reader, java_heap=java_heap)) as source:
+    with contextlib.ExitStack() as stack:
+        source = open_source(src, reader, java_heap=java_heap)
+        stack.callback(source.close)
+        opened = _open_labels(labels, source.series[0], stack, java_heap) if labels else []
         report.tool = source.reader
         report.inputs = source.used_files()
         report.input_count = len(report.inputs)
         report.versions = {**source.versions(), "zarr": str(zarr.__version__)}
-        with atomic_path(out, force=force, is_dir=True) as tmp:
+        report.messages.extend(source.notes)
+        with (
+            staged_output(out, force=force, is_dir=True) as tmp,
+            zarr.config.set({"async.concurrency": max(2, 2 * n_threads)}),
+        ):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
             root.attrs.update(fmt.wrap({"bioformats2raw.layout": 3}))
             for s, info in enumerate(source.series):
                 log.info("series %d/%d: %s %s", s + 1, len(source.series), info.shape, info.dtype)
-                shapes = _write_zarr_image(source, s, info, root, fmt, chunks, pyramid_levels)
-                report.images.append(_image_report(info, shapes, str(out / str(s))))
+                shapes = _write_zarr_image(source, s, info, root, options)
+                entry = _image_report(info, shapes, str(out / str(s)))
+                if s == 0 and opened:
+                    entry["labels"] = _write_labels(root[str(s)], info, opened, options)
+                report.images.append(entry)
             names = [str(s) for s in range(len(source.series))]
             ome_group = root.create_group("OME")
             ome_group.attrs.update(fmt.wrap({"series": names}))
@@ -870,6 +1390,91 @@ def _metadata_xml(source: ImageSource) -> tuple[str, str | None]:
 
 # --------------------------------------------------------------------------- OME-TIFF writer
 
+XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8"?>\n'
+#: Pixels attributes that describe the stored pixels: taken from what was written.
+_PIXELS_LAYOUT = ("DimensionOrder", "Type", "SizeX", "SizeY", "SizeZ", "SizeC", "SizeT")
+
+
+def ome_tiff_xml(source_xml: str, series: list[SeriesInfo]) -> tuple[str, str | None]:
+    """OME-XML for an OME-TIFF holding ``series`` as written here (XYZCT, one page per plane).
+
+    The source's OME-XML is kept whole (instruments, objectives, channel acquisition settings,
+    planes, annotations...; the OME de-identifier cleans it later), with what describes the stored
+    pixels replaced by what was written: ``DimensionOrder``, ``Type``, sizes, byte order, the
+    ``TiffData`` blocks (and channels when the source stores RGB samples in one channel). When the
+    source's XML does not describe these series (another image count or plane size, another schema
+    namespace) or the result does not parse as OME with ome-types, a minimal OME-XML made from the
+    series is returned with a note saying why.
+    """
+    generated = ome_xml_from_series(series)
+    try:
+        merged = _with_written_pixels(source_xml, generated, series)
+        import ome_types
+
+        ome_types.from_xml(merged)
+    except Exception as exc:  # ET.ParseError, ValueError, pydantic's ValidationError...
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        note = f"source OME-XML not kept in the OME-TIFF ({first}); OME-XML made from the series"
+        return XML_DECLARATION + generated, note
+    return merged, None
+
+
+def _with_written_pixels(source_xml: str, generated_xml: str, series: list[SeriesInfo]) -> str:
+    root = _parse_xml(source_xml)
+    made = _parse_xml(generated_xml)
+    ns = root.tag[1:].split("}", 1)[0] if root.tag.startswith("{") else ""
+    made_ns = made.tag[1:].split("}", 1)[0]
+    if ns != made_ns:
+        raise ValueError(f"source OME-XML uses schema {ns or 'without namespace'}")
+    for _event, (prefix, uri) in ET.iterparse(io.StringIO(source_xml), events=("start-ns",)):  # noqa: S314
+        with contextlib.suppress(ValueError):
+            ET.register_namespace(prefix, uri)
+    images = [el for el in root if _local(el.tag) == "Image"]
+    made_images = [el for el in made if _local(el.tag) == "Image"]
+    if len(images) != len(series):
+        raise ValueError(f"source OME-XML has {len(images)} images, {len(series)} series read")
+    for attr in ("UUID", "Creator"):
+        if made.get(attr):
+            root.set(attr, str(made.get(attr)))
+    for child in list(root):
+        if _local(child.tag) == "BinaryOnly":
+            root.remove(child)
+    for info, image, made_image in zip(series, images, made_images, strict=True):
+        pixels = next((el for el in image if _local(el.tag) == "Pixels"), None)
+        made_pixels = next(el for el in made_image if _local(el.tag) == "Pixels")
+        if pixels is None:
+            raise ValueError(f"image {info.index} has no Pixels")
+        if (pixels.get("SizeY"), pixels.get("SizeX")) != tuple(str(n) for n in info.shape[3:]):
+            raise ValueError(f"image {info.index}: plane size differs from the series read")
+        if pixels.get("Type") != made_pixels.get("Type"):
+            pixels.attrib.pop("SignificantBits", None)
+        for attr in _PIXELS_LAYOUT:
+            pixels.set(attr, str(made_pixels.get(attr)))
+        pixels.set("BigEndian", "true" if sys.byteorder == "big" else "false")
+        if "Interleaved" in pixels.attrib:
+            pixels.set("Interleaved", "false")
+        channels = [el for el in pixels if _local(el.tag) == "Channel"]
+        if len(channels) != info.shape[1] or any(
+            ch.get("SamplesPerPixel", "1") != "1" for ch in channels
+        ):
+            for ch in channels:
+                pixels.remove(ch)
+            made_channels = [el for el in made_pixels if _local(el.tag) == "Channel"]
+            for k, ch in enumerate(made_channels):
+                pixels.insert(k, copy.deepcopy(ch))
+        for child in list(pixels):
+            if _local(child.tag) in ("TiffData", "BinData", "MetadataOnly"):
+                pixels.remove(child)
+        sizes = {"TheT": info.shape[0], "TheC": info.shape[1], "TheZ": info.shape[2]}
+        planes = [el for el in pixels if _local(el.tag) == "Plane"]
+        if any(int(p.get(k, "0")) >= n for p in planes for k, n in sizes.items()):
+            for p in planes:
+                pixels.remove(p)
+        position = sum(1 for el in pixels if _local(el.tag) == "Channel")
+        for k, block in enumerate(el for el in made_pixels if _local(el.tag) == "TiffData"):
+            pixels.insert(position + k, copy.deepcopy(block))
+    return XML_DECLARATION + ET.tostring(root, encoding="unicode") + "\n"
+
 
 def _tiff_compression(name: str) -> str | None:
     if name not in TIFF_COMPRESSIONS:
@@ -891,31 +1496,36 @@ def _tiles(rows: np.ndarray, tile: int) -> Iterator[np.ndarray]:
             yield rows[ty : ty + tile, tx : tx + tile]
 
 
+@dataclass(frozen=True)
+class _TiffOptions:
+    tile: int
+    compression: str | None
+    levels: int
+    threads: int
+
+
 def _write_tiff_series(
     tw: Any,
     source: ImageSource,
     s: int,
     info: SeriesInfo,
     scratch: Path,
-    *,
-    tile: int,
-    compression: str | None,
-    requested_levels: int,
-) -> list[tuple[int, ...]]:
+    options: _TiffOptions,
+    description: str | None,
+) -> list[Shape5]:
     import zarr
 
-    t_n, c_n, z_n, y_n, x_n = info.shape
-    n = pyramid_level_count(y_n, x_n, requested_levels)
-    shapes: list[tuple[int, ...]] = [
-        (t_n, c_n, z_n, *level_shape(y_n, x_n, level)) for level in range(n)
-    ]
+    tile = options.tile
+    plan = _plan(info.shape, (tile, tile), None, options.levels, info.row_block)
+    n = plan.levels
+    t_n, c_n, z_n, y_n, _ = info.shape
     # Reduced levels are kept on disk until full resolution is written: TIFF SubIFDs of a level
     # follow all pages of the series.
     reduced = [
         zarr.create_array(
             store=str(scratch / f"{s}-{level}"),
-            shape=shapes[level],
-            chunks=(1, 1, 1, min(tile, shapes[level][3]), min(tile, shapes[level][4])),
+            shape=plan.shapes[level],
+            chunks=plan.chunks[level],
             dtype=info.dtype,
             fill_value=0,
             zarr_format=3,
@@ -923,16 +1533,16 @@ def _write_tiff_series(
         for level in range(1, n)
     ]
     planes = t_n * c_n * z_n
-    band = _band_rows(info.row_block, tile * 2 ** (n - 1))
 
     def full_resolution() -> Iterator[np.ndarray]:
         done = 0
-        for t, c, z, y0, pyramid in _iter_bands(source, s, info, n, band):
-            for level in range(1, n):
-                ly0 = y0 >> level
-                reduced[level - 1][t, c, z, ly0 : ly0 + pyramid[level].shape[0], :] = pyramid[level]
-            yield from _tiles(pyramid[0], tile)
-            if y0 + band >= y_n:
+        blocks = _iter_blocks(source, s, info, plan, downsample_2x2)
+        for t, c, z, level, y0, rows in _prefetched(blocks, 1 if options.threads > 1 else 0):
+            if level:
+                reduced[level - 1][t, c, z, y0 : y0 + rows.shape[0], :] = rows
+                continue
+            yield from _tiles(rows, tile)
+            if y0 + rows.shape[0] == y_n:
                 done += 1
                 _progress(s, done, planes)
 
@@ -943,18 +1553,14 @@ def _write_tiff_series(
                 yield from _tiles(np.asarray(array[t, c, z, y0 : y0 + tile, :]), tile)
 
     ps = info.physical_size
-    metadata: dict[str, Any] = {"axes": "TCZYX", "Name": info.name or f"Image {s}"}
-    metadata.update(_ome_physical(info))
-    channels = _ome_channels(info)
-    if channels:
-        metadata["Channel"] = channels
     common: dict[str, Any] = {
         "dtype": info.dtype,
         "tile": (tile, tile),
-        "compression": compression,
+        "compression": options.compression,
         "photometric": "minisblack",
+        "metadata": None,
         # Tiles are compressed in threads (tifffile only does so unasked for large segments).
-        "maxworkers": max(1, min(8, os.cpu_count() or 1)),
+        "maxworkers": options.threads,
     }
 
     def resolution(level: int) -> dict[str, Any]:
@@ -966,23 +1572,22 @@ def _write_tiff_series(
             }
         return {}
 
+    # UTF-8 bytes: OME-XML may hold non-ASCII text (µm units, names); tifffile writes bytes as is.
+    first: dict[str, Any] = {}
+    if description is not None:
+        first["description"] = description.encode("utf-8")
     tw.write(
-        full_resolution(),
-        shape=shapes[0],
-        subifds=n - 1,
-        metadata=metadata,
-        **common,
-        **resolution(0),
+        full_resolution(), shape=plan.shapes[0], subifds=n - 1, **first, **common, **resolution(0)
     )
     for level in range(1, n):
         tw.write(
             reduced_level(reduced[level - 1]),
-            shape=shapes[level],
+            shape=plan.shapes[level],
             subfiletype=1,
             **common,
             **resolution(level),
         )
-    return shapes
+    return plan.shapes
 
 
 def convert_to_ome_tiff(
@@ -995,12 +1600,15 @@ def convert_to_ome_tiff(
     force: bool = False,
     reader: str = "auto",
     java_heap: str = "2g",
+    threads: int | None = None,
 ) -> ConvertReport:
     """Convert every series of a microscopy image to one tiled, pyramidal OME-TIFF.
 
     Each series is an OME Image with axes ``t, c, z, y, x`` (DimensionOrder ``XYZCT``), pages
     tiled ``tile x tile``, reduced levels in SubIFDs (each halving y and x), BigTIFF, physical
-    sizes in µm and s, channel names and colours when the source has them.
+    sizes in µm and s, channel names and colours when the source has them. The source's OME-XML
+    (instrument, objectives, channel acquisition settings...) is kept where it describes the
+    series (see :func:`ome_tiff_xml`).
 
     Parameters
     ----------
@@ -1012,16 +1620,18 @@ def convert_to_ome_tiff(
         ``zlib`` (default), ``none``, or ``zstd`` / ``lzw`` when imagecodecs is installed.
     pyramid_levels
         Resolution levels including full resolution.
-    force, reader, java_heap
-        As for :func:`convert_to_ome_zarr`.
+    force, reader, java_heap, threads
+        As for :func:`convert_to_ome_zarr` (``threads`` also compress tiles).
     """
     import tifffile
 
     if tile < 16 or tile % 16:
         raise ValueError(f"tile {tile}: must be a positive multiple of 16")
     codec = _tiff_compression(compression)
+    n_threads = _threads(threads)
     out = Path(out)
     check_overwrite(out, force)
+    options = _TiffOptions(tile, codec, pyramid_levels, n_threads)
     report = ConvertReport(
         step="convert_ome_tiff",
         options={
@@ -1029,6 +1639,7 @@ def convert_to_ome_tiff(
             "compression": compression,
             "pyramid_levels": pyramid_levels,
             "reader": reader,
+            "threads": n_threads,
         },
     )
     with contextlib.closing(open_source(src, reader, java_heap=java_heap)) as source:
@@ -1036,22 +1647,19 @@ def convert_to_ome_tiff(
         report.inputs = source.used_files()
         report.input_count = len(report.inputs)
         report.versions = {**source.versions(), "tifffile": str(tifffile.__version__)}
+        report.messages.extend(source.notes)
+        xml, note = ome_tiff_xml(source.ome_xml(), source.series)
+        if note:
+            report.messages.append(note)
         with (
-            atomic_path(out, force=force) as tmp,
-            tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "levels-", dir=out.parent) as scratch,
-            tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tw,
+            staged_output(out, force=force) as tmp,
+            tempfile.TemporaryDirectory(prefix=_stage_name(out), dir=out.parent) as scratch,
+            tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tw,
         ):
             for s, info in enumerate(source.series):
                 log.info("series %d/%d: %s %s", s + 1, len(source.series), info.shape, info.dtype)
                 shapes = _write_tiff_series(
-                    tw,
-                    source,
-                    s,
-                    info,
-                    Path(scratch),
-                    tile=tile,
-                    compression=codec,
-                    requested_levels=pyramid_levels,
+                    tw, source, s, info, Path(scratch), options, xml if s == 0 else None
                 )
                 report.images.append(_image_report(info, shapes, str(out)))
     report.outputs = [str(out)]
@@ -1065,10 +1673,17 @@ __all__ = [
     "NgffV04",
     "NgffV05",
     "TiffSource",
+    "available_cpus",
+    "check_series",
     "convert_to_ome_tiff",
     "convert_to_ome_zarr",
     "downsample_2x2",
+    "label_name",
     "metadata_only_ome_xml",
+    "ome_tiff_xml",
     "open_source",
     "parse_ome_xml",
+    "remove_stale_temporaries",
+    "staged_output",
+    "subsample_2x2",
 ]

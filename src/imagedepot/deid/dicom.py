@@ -34,27 +34,41 @@ Attributes the table does not list:
 * Private attributes are removed; under ``retain_safe_private`` the curated list in
   ``imagedepot/data/safe_private.json`` is kept (with its private creators).
 
-Then at the top level: Patient's Name and Patient ID become the subject's pseudonym, and
-Patient Identity Removed, De-identification Method (+ Code Sequence, CID 7050) and
-Longitudinal Temporal Information Modified are set. The File Meta Information is rebuilt from
-scratch (PS3.15 E.1.1): only class, instance (remapped) and transfer syntax UIDs survive, and
-the 128-byte preamble is zeroed.
+A deid recipe (:mod:`imagedepot.deid.recipe`), when the policy names one, runs next, on what
+the profile left: it can remove, empty, replace, add or shift more, never keep what the profile
+removed; its actions are logged like the profile's, with ``"rule": "recipe:<line>"``.
 
-Pixel data: a file flagged as having burned-in annotation (Burned In Annotation YES, or
-modality US/SC/OT without that attribute) is refused (:class:`InputError`) unless the policy
-has ``clean_pixel_data`` and a pixel-cleaning rule matches it; matching rules blank their
-rectangles in every frame and Burned In Annotation is set to NO. Under
+Then at the top level: Patient's Name and Patient ID become the subject's pseudonym, and
+Patient Identity Removed, De-identification Method (+ Code Sequence, CID 7050; the recipe's
+hash as one more value of the text) and Longitudinal Temporal Information Modified (MODIFIED
+also when the recipe moved dates) are set, whatever the recipe said. The File Meta Information
+is rebuilt from scratch (PS3.15 E.1.1): only class, instance (remapped) and transfer syntax UIDs
+survive, and the 128-byte preamble is zeroed.
+
+Pixel data (:mod:`imagedepot.deid.pixels`): a file that may carry burned-in text (Burned In
+Annotation YES; or absent with modality US, XA, RF, SC or OT or a Secondary Capture SOP class;
+or matched by a pixel-cleaning rule, which exists because that kind of image carries text) is
+refused (:class:`InputError`) unless the policy has ``clean_pixel_data`` and a rule that cleans
+matches it; matching rules blank their rectangles in every frame (decoding compressed data; the
+output is then uncompressed) and Burned In Annotation is set to NO. Otherwise the pixel data
+element is copied byte for byte from the input (no decoding, no re-encoding). Under
 ``clean_recognizable_visual_features`` a file flagged as recognisable (Recognizable Visual
 Features YES, or external-camera photography, modality XC, without that attribute) is refused:
 this module does not deface images.
 
 Inputs are checked fail-closed (:class:`InputError` naming the file): not DICOM Part 10, no
-transfer syntax, no SOP Instance or Class UID, truncated (the last element shorter than its
-length, a partial element after it, an unclosed sequence, image attributes without pixel data;
-a file cut exactly between two non-pixel elements cannot be told from a complete one), a Patient
-ID differing from the other files of the call, a duplicate instance, or a UID unfit for a file
-name. DICOMDIR files are skipped. Reading uses ``defer_size`` (:data:`DEFER_SIZE`): large
-values (pixel data) are not read until the output is written, so refused files cost little.
+transfer syntax, no SOP Instance or Class UID, no Study or Series Instance UID, truncated (the
+last element shorter than its length, a partial element after it, an unclosed sequence, image
+attributes without pixel data; a file cut exactly between two non-pixel elements cannot be told
+from a complete one), a Patient ID differing from the other files of the call, a duplicate
+instance, a UID unfit for a file name, a recipe value that does not fit its attribute. DICOMDIR
+files are skipped. Reading uses ``defer_size`` (:data:`DEFER_SIZE`): large values (pixel data,
+private blobs) are not read unless needed, so refused files and removed blobs cost little.
+
+Files can be processed by several worker processes (``workers``): each file is read, cleaned
+and written by one worker, into the same temporary output folder; results come back in input
+order, so outputs, report and action log do not depend on the number of workers. Caches (UIDs,
+dates, rule decisions) are bounded, so a worker's memory does not grow with the number of files.
 """
 
 from __future__ import annotations
@@ -62,18 +76,23 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import gc
 import hashlib
 import hmac
 import io
+import itertools
 import json
 import logging
 import os
 import re
+import shutil
 import struct
+import sys
+import tempfile
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, MutableSequence, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableSequence, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -81,10 +100,11 @@ from typing import Any
 
 from imagedepot import __version__
 from imagedepot.deid import profile
+from imagedepot.deid.pixels import DatasetAttributes, PixelRule, blank_regions, burned_in_reason
 from imagedepot.deid.pseudonym import Pseudonymizer
+from imagedepot.deid.recipe import Recipe, ValueMismatch, apply_header
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path, check_overwrite, iter_files
-from imagedepot.policy import PIXEL_MATCH_KEYS, PixelRule
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +135,28 @@ _READ_ERRORS = (
 )
 
 _TEXT_VRS = frozenset({"LO", "SH", "ST", "LT", "UT", "UC"})
+#: VRs of raw elements emptied or remapped without decoding (explicit VR files only).
+_RAW_VRS = frozenset(
+    {
+        "AE",
+        "AS",
+        "CS",
+        "DA",
+        "DS",
+        "DT",
+        "IS",
+        "LO",
+        "LT",
+        "PN",
+        "SH",
+        "ST",
+        "TM",
+        "UC",
+        "UI",
+        "UR",
+        "UT",
+    }
+)
 _DATE_VRS = frozenset({"DA", "DT", "TM"})
 _BINARY_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 _NUMBER_VRS = frozenset({"DS", "IS", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV", "AT"})
@@ -279,36 +321,53 @@ def _unlisted_action(keyword: str, vr: str, options: frozenset[str]) -> str:
 
 @dataclass(frozen=True)
 class _Plan:
-    ops: dict[int, str]
-    keep: frozenset[int]
+    """What to do with each public tag under one option set, decided on first sight of the tag
+    and remembered (a few hundred distinct tags in practice, shared by every file)."""
+
+    options: frozenset[str]
+    exact: Mapping[int, str]
     private: str
     wild: tuple[tuple[int, int, str], ...]
+    memo: dict[int, str | None] = field(default_factory=dict)
+
+    def decide(self, tag: int) -> str | None:
+        """The operation for public ``tag``; ``None`` keeps it (and its value) as it is."""
+        try:
+            return self.memo[tag]
+        except KeyError:
+            op = self.memo[tag] = self._decide(tag)
+            return op
+
+    def _decide(self, tag: int) -> str | None:
+        from pydicom.datadict import get_entry
+
+        group, elem = tag >> 16, tag & 0xFFFF
+        if elem == 0 or group == 0x0002:
+            return "X"  # group lengths (retired), file meta misplaced in the data set
+        try:
+            entry = get_entry(tag)  # includes repeating groups such as (60xx,0010)
+        except KeyError:
+            entry = None
+        act = self.exact.get(tag)
+        if act is not None:
+            # listed but unknown to pydicom: applied per file, by the element's own VR
+            return None if act == "K" and entry is not None and "SQ" not in entry[0] else act
+        for mask, value, action in self.wild:
+            if tag & mask == value:
+                # curve data (retired) has no cleaner; overlay bitmaps are removed and overlay
+                # comments cleaned by clean_value, per VR
+                return "X" if action == "C" and group & 0xFF00 == 0x5000 else action
+        if entry is None:
+            return "X"  # unknown public attribute: cannot vouch for it
+        act = _unlisted_action(entry[4], entry[0], self.options)
+        return None if act == "K" and "SQ" not in entry[0] else act
 
 
 @functools.cache
 def _plan(options: frozenset[str]) -> _Plan:
-    from pydicom.datadict import DicomDictionary
-
-    exact = profile.tag_actions(options)
-    ops: dict[int, str] = {}
-    keep: set[int] = set()
-    for tag, entry in DicomDictionary.items():
-        if tag >> 16 == 0x0002:
-            continue  # file meta: rebuilt, never copied
-        vr, keyword = entry[0], entry[4]
-        act = exact.get(tag) or _unlisted_action(keyword, vr, options)
-        if act == "K" and "SQ" not in vr:
-            keep.add(tag)
-        else:
-            ops[tag] = act
-    for tag, act in exact.items():
-        if tag not in ops and tag not in keep:
-            ops[tag] = act  # listed but unknown to pydicom: VR decided per file
-    for tag in [t for t in ops if t >> 16 == 0x0002]:
-        del ops[tag]
     return _Plan(
-        ops=ops,
-        keep=frozenset(keep),
+        options=options,
+        exact=profile.tag_actions(options),
         private=profile.private_action(options),
         wild=profile.wildcard_actions(options),
     )
@@ -343,20 +402,22 @@ class _FileLog:
         self.counts: Counter[str] = Counter()
         self.entries: list[dict[str, Any]] = []
 
-    def add(self, where: str, tag: int, action: str, old: bytes | None = None) -> None:
+    def add(
+        self, where: str, tag: int, action: str, old: bytes | None = None, rule: str | None = None
+    ) -> None:
         self.counts[action] += 1
         if not self.keep_entries:
             return
-        entry: dict[str, Any] = {
-            "tag": f"({tag >> 16:04X},{tag & 0xFFFF:04X})",
-            "keyword": _keyword(tag),
-            "action": action,
-        }
+        # keys in sorted order: the log line is written without re-sorting
+        entry: dict[str, Any] = {"action": action, "keyword": _keyword(tag)}
+        if old:
+            digest = hmac.digest(self.key, b"action-log\x00" + old, "sha256")
+            entry["old_sha256"] = digest.hex()[:ACTION_HASH_CHARS]
         if where:
             entry["path"] = where
-        if old:
-            digest = hmac.new(self.key, b"action-log\x00" + old, hashlib.sha256).hexdigest()
-            entry["old_sha256"] = digest[:ACTION_HASH_CHARS]
+        if rule:
+            entry["rule"] = rule
+        entry["tag"] = _tagstr(tag)
         self.entries.append(entry)
 
 
@@ -369,6 +430,7 @@ def _keyword(tag: int) -> str:
     return keyword_for_tag(tag) or ""
 
 
+@functools.lru_cache(maxsize=4096)
 def _tagstr(tag: int) -> str:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})"
 
@@ -412,6 +474,7 @@ class _Engine:
         subject: str,
         pixel_rules: Sequence[PixelRule],
         keep_log: bool,
+        recipe: Recipe | None = None,
     ) -> None:
         self.options = options
         self.pz = pseudonymizer
@@ -419,11 +482,13 @@ class _Engine:
         self.pseudonym = pseudonymizer.subject_id(subject)
         self.pixel_rules = tuple(pixel_rules)
         self.keep_log = keep_log
+        self.recipe = recipe
+        self.rule_cache: dict[tuple[str, ...], tuple[str | None, tuple[PixelRule, ...]]] = {}
+        self.rule_fields = _rule_fields(self.pixel_rules)
         self.plan = _plan(options)
         self.safe = safe_private_attributes() if self.plan.private == "C" else frozenset()
         self.uid_cache: dict[str, str] = {}
         self.date_cache: dict[tuple[str, str], str | None] = {}
-        self.fallback_cache: dict[int, str | None] = {}
         self.text_clean = bool(options & _TEXT_CLEAN_OPTIONS)
         if "retain_longitudinal_modified_dates" in options:
             self.temporal = "MODIFIED"
@@ -431,10 +496,15 @@ class _Engine:
             self.temporal = "UNMODIFIED"
         else:
             self.temporal = "REMOVED"
-        self.patient_ids: set[str] = set()
         # per file
         self.flog = _FileLog(pseudonymizer.key, keep_log)
         self.scrubber: re.Pattern[str] | None = None
+
+    def trim_caches(self) -> None:
+        """Keep memory flat in the number of files: forget cached values past a bound."""
+        for cache in (self.uid_cache, self.date_cache, self.rule_cache):
+            if len(cache) > _CACHE_LIMIT:
+                cache.clear()
 
     # ---------------------------------------------------------------- values
 
@@ -498,8 +568,8 @@ class _Engine:
                 if len(v) >= 2:
                     tokens.add(v)
                 for part in re.split(r"[\^=\s,]+", v):
-                    if len(part) >= 2:
-                        tokens.add(part)
+                    if len(part) >= 2 or (part and _is_wide(part)):
+                        tokens.add(part)  # one CJK character can be a whole family name
                 if kw == "PatientBirthDate" and len(v) == 8 and v.isdigit():
                     y, m, d = v[:4], v[4:6], v[6:]
                     tokens.update({f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{m}/{d}/{y}", f"{d}/{m}/{y}"})
@@ -507,50 +577,14 @@ class _Engine:
 
     # ---------------------------------------------------------------- datasets
 
-    def fallback(self, tag: int) -> str | None:
-        """Operation for a public tag outside the compiled plan (repeating groups, group
-        lengths, tags unknown to the dictionary); ``None`` means keep."""
-        if tag in self.fallback_cache:
-            return self.fallback_cache[tag]
-        op: str | None
-        group, elem = tag >> 16, tag & 0xFFFF
-        if elem == 0 or group == 0x0002:
-            op = "X"  # group lengths (retired), file meta misplaced in the data set
-        else:
-            op = None
-            for mask, value, action in self.plan.wild:
-                if tag & mask == value:
-                    # curve data (retired) has no cleaner; overlay bitmaps are removed and
-                    # overlay comments cleaned by clean_value, per VR
-                    op = "X" if action == "C" and group & 0xFF00 == 0x5000 else action
-                    break
-            if op is None:
-                from pydicom.datadict import get_entry
-
-                try:
-                    entry = get_entry(tag)  # includes repeating groups such as (60xx,0010)
-                except KeyError:
-                    op = "X"  # unknown public attribute: cannot vouch for it
-                else:
-                    act = _unlisted_action(entry[4], entry[0], self.options)
-                    op = None if act == "K" and "SQ" not in entry[0] else act
-        self.fallback_cache[tag] = op
-        return op
-
     def clean(self, ds: Any, where: str, scrub: bool) -> None:
         """Apply the plan to every element of ``ds`` (recursing into sequences)."""
         plan = self.plan
-        ops, keep, flog = plan.ops, plan.keep, self.flog
+        memo, flog = plan.memo, self.flog
         drop_private = plan.private != "C"
         creators: dict[int, str] = {}  # private creator tag -> creator name (casefolded)
         used_blocks: set[int] = set()
-        for tag in list(ds.keys()):
-            if tag in keep:
-                if scrub:
-                    self.clean_text_in_sequence(ds, tag, where)
-                elif ds.get_item(tag, keep_deferred=True).VR == "SQ":
-                    self.recurse(ds, tag, where, scrub)  # mis-encoded sequence: clean it too
-                continue
+        for tag in [int(t) for t in ds.keys()]:  # noqa: SIM118 - ints: fast lookups
             if (tag >> 16) & 1:
                 if drop_private or not self.keep_private(ds, tag, creators, used_blocks):
                     flog.add(where, tag, "X")
@@ -558,13 +592,13 @@ class _Engine:
                 elif tag not in creators:
                     flog.add(where, tag, "K")
                 continue
-            op = ops.get(tag)
+            op = memo[tag] if tag in memo else plan.decide(tag)
             if op is None:
-                op = self.fallback(tag)
-                if op is None:
-                    if scrub:
-                        self.clean_text_in_sequence(ds, tag, where)
-                    continue
+                if scrub:
+                    self.clean_text_in_sequence(ds, tag, where)
+                elif ds.get_item(tag, keep_deferred=True).VR == "SQ":
+                    self.recurse(ds, tag, where, scrub)  # mis-encoded sequence: clean it too
+                continue
             self.apply(ds, tag, op, where, scrub)
         for ctag in creators:
             if ctag not in used_blocks:
@@ -621,6 +655,8 @@ class _Engine:
             self.flog.add(where, tag, "X")
             del ds[tag]
             return
+        if op in ("Z", "U") and self.apply_raw(ds, tag, op, where):
+            return
         elem = ds[tag]
         vr = elem.VR
         if vr == "SQ":
@@ -660,6 +696,33 @@ class _Engine:
             return
         # op == "C"
         self.clean_value(ds, tag, elem, vr, old, where)
+
+    def apply_raw(self, ds: Any, tag: int, op: str, where: str) -> bool:
+        """Empty (Z) or remap (U) an element still in its raw, undecoded form; False when it
+        is not raw or its VR is not explicit and simple (the caller decodes it then)."""
+        from pydicom.dataelem import DataElement, RawDataElement
+
+        raw = ds.get_item(tag, keep_deferred=True)
+        if not isinstance(raw, RawDataElement) or raw.VR not in _RAW_VRS:
+            return False
+        value = raw.value
+        if value is None:
+            return False  # deferred: a large value, decoded the usual way
+        if op == "Z":
+            old = bytes(value).rstrip(b" \x00") or None
+            if old is not None:
+                self.flog.add(where, tag, "Z", old)
+                ds[tag] = DataElement(tag, raw.VR, None)
+            return True
+        if raw.VR != "UI":
+            return False
+        text = bytes(value).decode("ascii", "replace")
+        vals = text.split("\\")
+        new = [self.uid(v) for v in vals]
+        if new != [v.strip().rstrip("\x00").strip() for v in vals]:
+            self.flog.add(where, tag, "U", bytes(value).rstrip(b" \x00") or None)
+            ds[tag] = DataElement(tag, "UI", new[0] if len(new) == 1 else new)
+        return True
 
     def dummy(self, vr: str, value: Any) -> Any:
         if vr == "UI":
@@ -717,11 +780,12 @@ class _Engine:
 
     # ---------------------------------------------------------------- one file
 
-    def process(self, path: Path) -> tuple[Any, str, list[str], list[str]]:
-        """Read and clean one file. Returns (dataset, output name, claimed options, rules)."""
+    def process(self, path: Path) -> _Done:
+        """Read and clean one file."""
         from pydicom import dcmread
         from pydicom.errors import InvalidDicomError
 
+        self.trim_caches()
         self.flog = _FileLog(self.pz.key, self.keep_log)
         try:
             ds = dcmread(os.fspath(path), defer_size=DEFER_SIZE)
@@ -736,7 +800,7 @@ class _Engine:
         except _READ_ERRORS as exc:
             raise InputError(path, f"unreadable or truncated DICOM ({type(exc).__name__})") from exc
 
-    def _process(self, ds: Any, path: Path) -> tuple[Any, str, list[str], list[str]]:
+    def _process(self, ds: Any, path: Path) -> _Done:
         meta = getattr(ds, "file_meta", None)
         tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
         if meta is None or not tsyntax:
@@ -750,11 +814,11 @@ class _Engine:
             raise InputError(path, "missing SOPInstanceUID")
         if not sop_class:
             raise InputError(path, "missing SOPClassUID")
+        for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
+            if not str(ds.get(keyword) or "").strip(" \x00"):
+                raise InputError(path, f"missing {keyword} (required in every instance)")
         pid = str(ds.get("PatientID") or "").strip()
-        if pid:
-            if self.patient_ids and pid not in self.patient_ids:
-                raise InputError(path, "Patient ID differs from the other files of this call")
-            self.patient_ids.add(pid)
+        raw = _raw_pixel_span(ds, path, str(tsyntax))
 
         # pixel checks first, on the original attributes
         claimed = [
@@ -765,6 +829,8 @@ class _Engine:
         rules_applied = self._pixels(ds, path)
         if rules_applied:
             claimed.append("clean_pixel_data")
+            raw = None  # new pixel data, written by pydicom
+            tsyntax = ds.file_meta.TransferSyntaxUID  # uncompressed if it was not
         self._visual_features(ds, path)
 
         if self.text_clean:
@@ -776,13 +842,16 @@ class _Engine:
                 self.flog.add("", tag, "D", _old_bytes(ds[tag]))
                 del ds[tag]
         self.clean(ds, "", False)
+        temporal = self.temporal
+        if self.recipe is not None and self._recipe(ds, path):
+            temporal = "MODIFIED"
 
         ds.PatientName = self.pseudonym
         ds.PatientID = self.pseudonym
         ds.PatientIdentityRemoved = "YES"
         if rules_applied:
             ds.BurnedInAnnotation = "NO"
-        ds.LongitudinalTemporalInformationModified = self.temporal
+        ds.LongitudinalTemporalInformationModified = temporal
         self._method(ds, sorted(set(claimed)))
 
         new_sop = str(ds.get("SOPInstanceUID") or "").strip()
@@ -791,12 +860,30 @@ class _Engine:
                 path, "SOPInstanceUID is not a valid UID; refusing to name a file after it"
             )
         self._file_meta(ds, sop_class, new_sop, str(tsyntax))
-        return ds, f"{new_sop}.dcm", sorted(set(claimed)), rules_applied
+        if raw is not None:
+            del ds[0x7FE00010]  # copied byte for byte when written
+        return _Done(ds, f"{new_sop}.dcm", sorted(set(claimed)), rules_applied, pid, raw)
+
+    def _recipe(self, ds: Any, path: Path) -> int:
+        """Apply the deid recipe's header actions after the profile; returns dates moved."""
+        assert self.recipe is not None
+        flog = self.flog
+
+        def record(where: str, tag: int, code: str, elem: Any, line: int) -> None:
+            flog.add(
+                where, tag, code, _old_bytes(elem) if elem is not None else None, f"recipe:{line}"
+            )
+
+        try:
+            return apply_header(ds, self.recipe, record)
+        except ValueMismatch as exc:
+            raise InputError(path, f"deid recipe {exc}") from None
 
     def _method(self, ds: Any, claimed: list[str]) -> None:
         """Set De-identification Method and its Code Sequence (encoded once per option set)."""
         implicit, little = ds.original_encoding
-        text, codes = _method_elements(tuple(claimed), bool(implicit), little is not False)
+        extra = self.recipe.method_text if self.recipe is not None else None
+        text, codes = _method_elements(tuple(claimed), bool(implicit), little is not False, extra)
         ds[0x00120063] = text
         ds[0x00120064] = codes
 
@@ -805,7 +892,7 @@ class _Engine:
         from pydicom.uid import UID
 
         old = ds.file_meta
-        for tag in list(old.keys()):
+        for tag in [int(t) for t in old.keys()]:  # noqa: SIM118 - tags, not elements
             if tag in (0x00020002, 0x00020010, 0x00020001):
                 continue
             if tag == 0x00020003:
@@ -821,32 +908,41 @@ class _Engine:
         ds.preamble = b"\x00" * 128
 
     def _pixels(self, ds: Any, path: Path) -> list[str]:
-        """Apply matching pixel-cleaning rules; refuse burned-in text nothing cleans."""
-        has_pixels = any(t in ds for t in _PIXEL_TAGS)
-        if not has_pixels:
+        """Apply matching pixel-cleaning rules; refuse burned-in text that nothing cleans."""
+        if not any(t in ds for t in _PIXEL_TAGS):
             return []
-        burned = str(ds.get("BurnedInAnnotation") or "").strip().upper()
-        modality = str(ds.get("Modality") or "").strip().upper()
-        flagged = burned == "YES" or (not burned and modality in ("US", "SC", "OT"))
-        rules: list[PixelRule] = []
-        if "clean_pixel_data" in self.options and self.pixel_rules:
-            attrs = {k: ds.get(k) for k in PIXEL_MATCH_KEYS}
-            rules = [r for r in self.pixel_rules if r.matches(attrs)]
-        if flagged and not rules:
-            why = (
-                "clean_pixel_data is not in the policy"
-                if "clean_pixel_data" not in self.options
-                else "no pixel-cleaning rule matches"
-            )
-            raise InputError(
-                path,
-                f"burned-in annotation possible (BurnedInAnnotation={burned or 'absent'}, "
-                f"Modality={modality or 'absent'}) and {why}",
-            )
-        if rules:
-            _blank(ds, path, rules)
+        attrs = DatasetAttributes(ds)
+        key = tuple(str(attrs.get(f)) for f in self.rule_fields)
+        cached = self.rule_cache.get(key)
+        if cached is None:
+            reason = burned_in_reason(attrs)
+            matched = tuple(r for r in self.pixel_rules if r.matches(attrs))
+            flag = str(attrs.get("BurnedInAnnotation") or "").strip().upper()
+            if reason is None and matched and flag != "NO":
+                reason = (
+                    f"BurnedInAnnotation={flag or 'absent'}, "
+                    f"pixel-cleaning rule {matched[0].name!r} matches"
+                )
+            cached = (reason, matched)
+            self.rule_cache[key] = cached
+        reason, matched = cached
+        cleaning = [r for r in matched if r.cleans]
+        if "clean_pixel_data" in self.options and cleaning:
+            try:
+                blank_regions(ds, cleaning)
+            except ValueError as exc:
+                raise InputError(path, f"cannot clean pixel data: {exc}") from exc
             self.flog.add("", 0x7FE00010, "C")
-        return [r.name for r in rules]
+            return [r.name for r in cleaning]
+        if reason is None:
+            return []
+        if "clean_pixel_data" not in self.options:
+            why = "clean_pixel_data is not in the policy"
+        elif matched:
+            why = f"no pixel-cleaning rule cleans it (flagged by {matched[0].name!r})"
+        else:
+            why = "no pixel-cleaning rule matches"
+        raise InputError(path, f"burned-in annotation possible ({reason}) and {why}")
 
     def _visual_features(self, ds: Any, path: Path) -> None:
         if "clean_recognizable_visual_features" not in self.options:
@@ -862,7 +958,9 @@ class _Engine:
 
 
 @functools.lru_cache(maxsize=64)
-def _method_elements(claimed: tuple[str, ...], implicit: bool, little: bool) -> tuple[Any, Any]:
+def _method_elements(
+    claimed: tuple[str, ...], implicit: bool, little: bool, extra: str | None = None
+) -> tuple[Any, Any]:
     """De-identification Method (0012,0063) and its Code Sequence (0012,0064) for ``claimed``
     options, as encoded (raw) elements: built and encoded once, then shared by every file of
     the same encoding (raw elements are immutable and written byte for byte)."""
@@ -874,9 +972,11 @@ def _method_elements(claimed: tuple[str, ...], implicit: bool, little: bool) -> 
 
     codes = [profile.BASIC_PROFILE_CODE] + [profile.OPTION_CODES[o] for o in claimed]
     ds = Dataset()
-    ds.DeidentificationMethod = [f"imagedepot {__version__}", profile.EDITION_SHORT] + [
-        c.meaning for c in codes
-    ]
+    ds.DeidentificationMethod = (
+        [f"imagedepot {__version__}", profile.EDITION_SHORT]
+        + [c.meaning for c in codes]
+        + ([extra] if extra else [])
+    )
     items = []
     for code in codes:
         item = Dataset()
@@ -890,6 +990,13 @@ def _method_elements(claimed: tuple[str, ...], implicit: bool, little: bool) -> 
     write_dataset(buf, ds)
     encoded = read_dataset(io.BytesIO(buf.getvalue()), implicit, little)
     return encoded.get_item(0x00120063), encoded.get_item(0x00120064)
+
+
+def _is_wide(text: str) -> bool:
+    """True for East Asian wide characters (CJK ideographs, Hangul, kana)."""
+    import unicodedata
+
+    return all(unicodedata.east_asian_width(c) in ("W", "F") for c in text)
 
 
 @functools.lru_cache(maxsize=64)
@@ -910,7 +1017,7 @@ def _check_complete(ds: Any, path: Path, tsyntax: str) -> None:
     from pydicom.dataelem import RawDataElement
     from pydicom.uid import DeflatedExplicitVRLittleEndian
 
-    keys = list(ds.keys())
+    keys = [int(t) for t in ds.keys()]  # noqa: SIM118 - ints compare fast
     if not keys:
         raise InputError(path, "empty data set")
     last = ds.get_item(max(keys), keep_deferred=True)
@@ -948,33 +1055,6 @@ def _check_complete(ds: Any, path: Path, tsyntax: str) -> None:
 
 class _Skip(Exception):
     """A file that is not an instance to de-identify (e.g. a DICOMDIR)."""
-
-
-def _blank(ds: Any, path: Path, rules: Sequence[PixelRule]) -> None:
-    """Set every region of every rule to zero in every frame (decompressing if needed)."""
-    try:
-        bits = int(ds.get("BitsAllocated") or 0)
-        if bits not in (8, 16):
-            raise InputError(path, f"cannot clean pixel data with BitsAllocated {bits}")
-        photometric = str(ds.get("PhotometricInterpretation") or "").strip()
-        arr = ds.pixel_array.copy()
-        frames = int(ds.get("NumberOfFrames") or 1)
-        samples = int(ds.get("SamplesPerPixel") or 1)
-        if photometric.startswith("YBR") and samples == 3:
-            photometric = "RGB"  # pydicom converts YBR to RGB when decoding
-        for rule in rules:
-            for x0, y0, x1, y1 in rule.regions:
-                if frames > 1:
-                    arr[:, y0:y1, x0:x1, ...] = 0
-                else:
-                    arr[y0:y1, x0:x1, ...] = 0
-        ds.set_pixel_data(arr, photometric, int(ds.BitsStored), generate_instance_uid=False)
-    except InputError:
-        raise
-    except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
-        raise InputError(
-            path, f"cannot decode pixel data to clean it ({type(exc).__name__})"
-        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -1021,7 +1101,9 @@ def deidentify_dicom(
     force: bool = False,
     action_log: str | os.PathLike[str] | None = None,
     pixel_rules: Sequence[PixelRule] = (),
+    recipe: Recipe | None = None,
     skip_bad_files: bool = False,
+    workers: int = 1,
 ) -> DeidReport:
     """De-identify DICOM files with the PS3.15 Basic Profile and ``policy_options``.
 
@@ -1048,19 +1130,28 @@ def deidentify_dicom(
         tag, keyword, action and, for replaced values, a 12-hex-character keyed hash
         (HMAC-SHA256 with the pseudonymisation key) of the old value, never the value. A plain
         hash would let anyone with the log recover low-entropy values such as birth dates.
+        Actions of a deid recipe carry ``"rule": "recipe:<line>"``.
     pixel_rules
-        Pixel-cleaning rules of the policy (used with ``clean_pixel_data``).
+        Pixel-cleaning rules (used with ``clean_pixel_data``; a matching rule also flags an
+        image as carrying text). :meth:`imagedepot.policy.Policy.dicom_options` gives the
+        policy's rules, its recipe's and deid's filter database's.
+    recipe
+        A deid recipe applied after the profile (:mod:`imagedepot.deid.recipe`).
     skip_bad_files
         If false (the default, fail closed), the first unusable file raises
         :class:`InputError` and nothing is written. If true, unusable files are listed in
         :attr:`DeidReport.errors` and the others are written.
+    workers
+        Processes working on files in parallel (1: in this process). Each file is read,
+        cleaned and written by one worker; memory per worker does not grow with the number of
+        files. Outputs and report are the same for any number of workers.
 
     Raises
     ------
     InputError
         Naming the file: not DICOM, truncated, no SOP Instance UID, burned-in annotation that
         no rule cleans, recognisable features under that option, several patients, duplicate
-        instances, or an output inside the input.
+        instances, a recipe value that does not fit, or an output inside the input.
     OutputExistsError
         ``out`` exists and ``force`` is false.
     """
@@ -1075,75 +1166,71 @@ def deidentify_dicom(
         if root is not None and _is_within(out_path, root):
             raise InputError(out_path, "output folder lies inside the input folder")
     check_overwrite(out_path, force)
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1 (given {workers})")
 
-    engine = _Engine(options, pseudonymizer, subject, pixel_rules, action_log is not None)
+    setup = _Setup(
+        options, pseudonymizer, subject, tuple(pixel_rules), action_log is not None, recipe
+    )
+    pseudonym = pseudonymizer.subject_id(subject)
     report = DeidReport(
         output=out_path.name,
         n_inputs=len(files),
         options=sorted(options),
-        pseudonym=engine.pseudonym,
-        linkage=[(subject, engine.pseudonym)],
+        pseudonym=pseudonym,
+        linkage=[(subject, pseudonym)],
     )
     counts: Counter[str] = Counter()
     claimed_all: set[str] = set()
-    lines: list[str] = []
 
-    def one(path: Path, index: int, target_dir: Path | None, target: Path | None) -> None:
-        ds, name, claimed, rules = engine.process(path)
-        dest = target if target is not None else (target_dir / name if target_dir else None)
-        assert dest is not None
-        if target_dir is not None:
-            if dest.exists():
-                raise InputError(path, "duplicate SOPInstanceUID (the same instance twice)")
-            if dest.parent != target_dir:
-                raise InputError(path, "output name would leave the output folder")
-        from pydicom import dcmwrite
-
-        dcmwrite(dest, ds, enforce_file_format=True)
-        shown = name if target_dir is not None else out_path.name
-        report.files_written.append(shown)
-        counts.update(engine.flog.counts)
-        claimed_all.update(claimed)
-        if rules:
-            report.pixel_cleaned.append({"file": shown, "rules": rules})
+    with contextlib.ExitStack() as stack:
+        log_fh = None
         if action_log is not None:
-            lines.append(
-                json.dumps(
-                    {"file": shown, "index": index, "actions": engine.flog.entries}, sort_keys=True
-                )
-            )
-
-    with _quiet_pydicom():
+            log_fh = stack.enter_context(tempfile.TemporaryFile("w+", encoding="utf-8"))
         if single:
-            with atomic_path(out_path, force=force) as tmp:
-                try:
-                    one(files[0], 0, None, tmp)
-                except _Skip as skip:
-                    raise InputError(files[0], str(skip)) from None
+            tmp = stack.enter_context(atomic_path(out_path, force=force))
+            with _quiet_pydicom():
+                (res,) = _run_chunk(setup.engine(), [(0, files[0])], None, tmp, out_path.name)
+            if res.error is not None or res.skipped is not None:
+                raise InputError(files[0], str(res.error or res.skipped))
+            _accept(res, out_path.name, report, counts, claimed_all, log_fh)
         else:
-            with atomic_path(out_path, force=force, is_dir=True) as tmpdir:
-                for i, path in enumerate(files):
-                    try:
-                        one(path, i, tmpdir, None)
-                    except _Skip as skip:
-                        report.skipped.append({"index": i, "path": str(path), "reason": str(skip)})
-                    except InputError as exc:
-                        if not skip_bad_files:
-                            raise
-                        report.errors.append({"index": i, "path": exc.path, "reason": exc.reason})
-                if not report.files_written:
-                    raise InputError(
-                        os.fspath(src) if isinstance(src, str | os.PathLike) else files[0],
-                        "no DICOM instance could be de-identified",
+            tmpdir = stack.enter_context(atomic_path(out_path, force=force, is_dir=True))
+            expected_pid: str | None = None
+            for res in _results(setup, files, tmpdir, workers):
+                path = files[res.index]
+                if res.skipped is not None:
+                    report.skipped.append(
+                        {"index": res.index, "path": str(path), "reason": res.skipped}
                     )
+                    continue
+                error = res.error
+                if error is None and res.pid:
+                    if expected_pid is None:
+                        expected_pid = res.pid
+                    elif res.pid != expected_pid:
+                        error = "Patient ID differs from the other files of this call"
+                        (tmpdir / res.name).unlink()
+                if error is not None:
+                    if not skip_bad_files:
+                        raise InputError(path, error)
+                    report.errors.append({"index": res.index, "path": str(path), "reason": error})
+                    continue
+                _accept(res, res.name, report, counts, claimed_all, log_fh)
+            if not report.files_written:
+                raise InputError(
+                    os.fspath(src) if isinstance(src, str | os.PathLike) else files[0],
+                    "no DICOM instance could be de-identified",
+                )
+        if log_fh is not None and action_log is not None and report.files_written:
+            log_path = Path(action_log)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            log_fh.seek(0)
+            with open(log_path, "a", encoding="utf-8") as fh:
+                shutil.copyfileobj(log_fh, fh)
 
     report.actions = dict(counts)
     report.options_claimed = sorted(claimed_all)
-    if action_log is not None and lines:
-        log_path = Path(action_log)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "a", encoding="utf-8") as fh:
-            fh.write("\n".join(lines) + "\n")
     log.info(
         "de-identified %d of %d DICOM files into %s",
         len(report.files_written),
@@ -1151,6 +1238,270 @@ def deidentify_dicom(
         out_path,
     )
     return report
+
+
+# --------------------------------------------------------------------------------------------
+# Running files (in this process or in workers)
+
+
+#: Cached values (UIDs, dates, rule decisions) kept per worker before the caches are emptied.
+_CACHE_LIMIT = 50_000
+#: Files handed to a worker at a time.
+_CHUNK_FILES = 16
+
+
+def _rule_fields(rules: Sequence[PixelRule]) -> tuple[str, ...]:
+    """Every attribute the rules and the burned-in check read (the key of the rule cache)."""
+    fields = {"BurnedInAnnotation", "Modality", "SOPClassUID"}
+    for rule in rules:
+        fields.update(rule.match)
+        if rule.criteria is not None:
+            for _, line in rule.criteria.lines:
+                fields.update(c.field for _, c in line)
+    return tuple(sorted(fields))
+
+
+@dataclass
+class _Done:
+    """A cleaned data set ready to write."""
+
+    ds: Any
+    name: str
+    claimed: list[str]
+    rules: list[str]
+    pid: str
+    raw: tuple[int, int, bytes] | None  # the input's pixel data element: start, end, tag bytes
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """What a worker needs to build its engine (picklable)."""
+
+    options: frozenset[str]
+    pseudonymizer: Pseudonymizer
+    subject: str
+    pixel_rules: tuple[PixelRule, ...]
+    keep_log: bool
+    recipe: Recipe | None
+
+    def engine(self) -> _Engine:
+        return _Engine(
+            self.options,
+            self.pseudonymizer,
+            self.subject,
+            self.pixel_rules,
+            self.keep_log,
+            self.recipe,
+        )
+
+
+@dataclass
+class _Result:
+    """What happened to one input file (sent back from a worker)."""
+
+    index: int
+    name: str = ""
+    error: str | None = None
+    skipped: str | None = None
+    pid: str = ""
+    counts: dict[str, int] = field(default_factory=dict)
+    claimed: list[str] = field(default_factory=list)
+    rules: list[str] = field(default_factory=list)
+    log_line: str | None = None  # the file's action-log line (JSON), made by the worker
+
+
+_WORKER: dict[str, _Engine] = {}
+
+
+def _init_worker(setup: _Setup) -> None:
+    """Pool initializer: the worker's engine, built once (its caches serve every file)."""
+    _WORKER.clear()
+    _WORKER["engine"] = setup.engine()
+
+
+def _run_chunk(
+    engine: _Engine,
+    chunk: Sequence[tuple[int, Path]],
+    target_dir: Path | None,
+    target: Path | None,
+    shown: str | None = None,
+) -> list[_Result]:
+    """De-identify ``chunk`` into ``target_dir`` (or the single file ``target``, reported as
+    ``shown``)."""
+    out: list[_Result] = []
+    for index, path in chunk:
+        try:
+            done = engine.process(path)
+            dest = target if target is not None else (target_dir or Path()) / done.name
+            if target is None and dest.parent != target_dir:
+                raise InputError(path, "output name would leave the output folder")
+            _write(done, path, dest, exclusive=target is None)
+        except _Skip as skip:
+            out.append(_Result(index, skipped=str(skip)))
+            continue
+        except InputError as exc:
+            out.append(_Result(index, error=exc.reason))
+            continue
+        line = None
+        if engine.keep_log:
+            entry = {"actions": engine.flog.entries, "file": shown or done.name, "index": index}
+            line = json.dumps(entry)  # keys already sorted (see _FileLog.add)
+        out.append(
+            _Result(
+                index,
+                name=done.name,
+                pid=done.pid,
+                counts=dict(engine.flog.counts),
+                claimed=done.claimed,
+                rules=done.rules,
+                log_line=line,
+            )
+        )
+    return out
+
+
+def _worker_chunk(chunk: Sequence[tuple[int, Path]], target_dir: Path) -> list[_Result]:
+    with _quiet_pydicom():
+        return _run_chunk(_WORKER["engine"], chunk, target_dir, None)
+
+
+def _results(
+    setup: _Setup, files: Sequence[Path], target_dir: Path, workers: int
+) -> Iterator[_Result]:
+    """Results in input order, from this process or from ``workers`` processes."""
+    indexed = list(enumerate(files))
+    size = max(1, min(_CHUNK_FILES, len(indexed) // (workers * 4) or 1))
+    chunks = [indexed[i : i + size] for i in range(0, len(indexed), size)]
+    if workers == 1 or len(chunks) == 1:
+        engine = setup.engine()
+        with _quiet_pydicom():
+            for chunk in chunks:
+                yield from _run_chunk(engine, chunk, target_dir, None)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    import pydicom  # noqa: F401 - imported once here, inherited by forked workers
+
+    setup.engine()  # compiles the profile plan here once: forked workers inherit it
+    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    # Objects that exist now are shared with forked workers: kept out of the workers' garbage
+    # collections, which would otherwise touch (and so copy) every inherited page.
+    gc.freeze()
+    with ProcessPoolExecutor(
+        max_workers=min(workers, len(chunks)),
+        mp_context=multiprocessing.get_context(method),
+        initializer=_init_worker,
+        initargs=(setup,),
+    ) as pool:
+        try:
+            for batch in pool.map(_worker_chunk, chunks, itertools.repeat(target_dir)):
+                yield from batch
+        finally:  # stopped early (an error, fail closed): do not finish the others
+            pool.shutdown(wait=True, cancel_futures=True)
+            gc.unfreeze()
+
+
+def _accept(
+    res: _Result,
+    shown: str,
+    report: DeidReport,
+    counts: Counter[str],
+    claimed_all: set[str],
+    log_fh: Any,
+) -> None:
+    report.files_written.append(shown)
+    counts.update(res.counts)
+    claimed_all.update(res.claimed)
+    if res.rules:
+        report.pixel_cleaned.append({"file": shown, "rules": res.rules})
+    if log_fh is not None and res.log_line is not None:
+        log_fh.write(res.log_line + "\n")
+
+
+def _raw_pixel_span(ds: Any, path: Path, tsyntax: str) -> tuple[int, int, bytes] | None:
+    """Where the input's Pixel Data element lies, when it can be copied byte for byte.
+
+    That is when it is the last element, was not read (deferred) and the data set is not
+    deflated; then the output gets the very same bytes (no decode, no re-encode).
+    """
+    from pydicom.dataelem import RawDataElement
+    from pydicom.uid import DeflatedExplicitVRLittleEndian
+
+    if tsyntax == DeflatedExplicitVRLittleEndian or 0x7FE00010 not in ds:
+        return None
+    if max(int(t) for t in ds.keys()) != 0x7FE00010:  # noqa: SIM118
+        return None
+    elem = ds.get_item(0x7FE00010, keep_deferred=True)
+    if not isinstance(elem, RawDataElement) or elem.value is not None:
+        return None
+    header = 8 if elem.is_implicit_VR or elem.VR not in _LONG_HEADER_VRS else 12
+    start = elem.value_tell - header
+    size = os.path.getsize(path)
+    end = size if elem.length == 0xFFFFFFFF else elem.value_tell + elem.length
+    if start < 0 or end > size:
+        return None
+    return start, end, b"\xe0\x7f\x10\x00" if elem.is_little_endian else b"\x7f\xe0\x00\x10"
+
+
+_LONG_HEADER_VRS = frozenset(
+    {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"}
+)
+
+
+def _write_header(fh: Any, ds: Any) -> None:
+    """Preamble, File Meta Information and data set of ``ds`` (no pixel data; never deflated:
+    the raw pixel path is not taken for the deflated syntax), as ``dcmwrite`` with
+    ``enforce_file_format`` would write them, without its copy of the file meta."""
+    from pydicom.filebase import DicomFileLike
+    from pydicom.filewriter import write_dataset, write_file_meta_info
+
+    meta = ds.file_meta
+    tsyntax = meta.TransferSyntaxUID
+    fp = DicomFileLike(fh)
+    fp.write(ds.preamble or b"\x00" * 128)
+    fp.write(b"DICM")
+    write_file_meta_info(fp, meta, enforce_standard=True)
+    fp.is_implicit_VR = tsyntax.is_implicit_VR
+    fp.is_little_endian = tsyntax.is_little_endian
+    write_dataset(fp, ds)
+
+
+def _write(done: _Done, src: Path, dest: Path, *, exclusive: bool) -> None:
+    """Write the cleaned data set; append the input's pixel data element as is if it was kept
+    out of the data set. ``exclusive`` refuses an existing file (a duplicate instance)."""
+    from pydicom import dcmwrite
+
+    try:
+        fh = open(dest, "xb" if exclusive else "wb")  # noqa: SIM115 - closed below
+    except FileExistsError:
+        raise InputError(src, "duplicate SOPInstanceUID (the same instance twice)") from None
+    try:
+        with fh:
+            if done.raw is not None:
+                _write_header(fh, done.ds)
+            else:
+                dcmwrite(fh, done.ds, enforce_file_format=True)
+            if done.raw is not None:
+                start, end, tag = done.raw
+                with open(src, "rb") as inp:
+                    inp.seek(start)
+                    if inp.read(4) != tag:
+                        raise InputError(src, "pixel data is not where its header says")
+                    fh.write(tag)
+                    left = end - start - 4
+                    while left > 0:
+                        chunk = inp.read(min(left, 1 << 20))
+                        if not chunk:
+                            raise InputError(src, "truncated: pixel data ends early")
+                        fh.write(chunk)
+                        left -= len(chunk)
+    except BaseException as exc:
+        if exclusive:
+            dest.unlink(missing_ok=True)
+        if isinstance(exc, _READ_ERRORS) and not isinstance(exc, OSError | InputError):
+            raise InputError(src, f"unreadable or truncated DICOM ({type(exc).__name__})") from exc
+        raise
 
 
 def infer_subject(src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]) -> str:

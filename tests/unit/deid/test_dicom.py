@@ -898,3 +898,50 @@ def test_cli_registers_nifti_and_ome(tmp_path: Path) -> None:
         parser.parse_args(
             ["deid", "nifti", "a.nii.gz", "out", "--policy", "p.yaml"]
         )  # no --subject
+
+
+def test_cli_jobs_and_policy_recipe_and_pixel_rules(
+    tmp_path: Path, policy_file: Path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("IMAGEDEPOT_PSEUDONYM_KEY", KEY.decode())
+    (tmp_path / "site.dicom").write_text(
+        "FORMAT dicom\n%header\nREPLACE Manufacturer ACME-REDACTED\n"
+        "%filter graylist\nLABEL acme us\n  contains Modality US\n  coordinates 0,0,16,2\n"
+    )
+    text = policy_file.read_text().replace(
+        "deidentification: {options: [retain_longitudinal_modified_dates], pseudonym_prefix: T}",
+        "deidentification: {options: [clean_pixel_data], pseudonym_prefix: T, "
+        "deid_recipe: site.dicom}",
+    )
+    policy_file.write_text(text)
+    make_series(tmp_path / "in", n=4, modality="US")
+    argv = ["deid", "dicom", str(tmp_path / "in"), str(tmp_path / "out")]
+    rc = cli([*argv, "--policy", str(policy_file), "--subject", "P001", "--jobs", "2"])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["n_written"] == 4
+    assert printed["policy"]["deid_recipe"]["file"] == "site.dicom"
+    assert {r["rules"][0] for r in printed["pixel_cleaned"]} == {"graylist:acme us:5"}
+    for ds in read_all(tmp_path / "out"):
+        assert ds.Manufacturer == "ACME-REDACTED"
+        assert (ds.pixel_array[:2] == 0).all() and ds.BurnedInAnnotation == "NO"
+    with pytest.raises(SystemExit):
+        cli([*argv, "--policy", str(policy_file), "--jobs", "-1"])
+
+
+def test_action_log_lines_have_sorted_keys(tmp_path: Path) -> None:
+    make_series(tmp_path / "in", n=2)
+    log = tmp_path / "a.jsonl"
+    recipe_text = "FORMAT dicom\n%header\nREMOVE Modality\n"
+    from imagedepot.deid.recipe import parse_recipe
+
+    run(
+        tmp_path / "in",
+        tmp_path / "out",
+        action_log=log,
+        recipe=parse_recipe(recipe_text, name="r"),
+    )
+    for line in log.read_text().splitlines():
+        rec = json.loads(line)
+        assert json.dumps(rec, sort_keys=True) == line  # stable, diff-friendly lines
+        assert any(a.get("rule") == "recipe:3" for a in rec["actions"])

@@ -1,0 +1,153 @@
+"""``imagedepot batch``: run one per-item step over a batch of items, as the workflow does.
+
+A batch is the items of the manifest with the same ``batch`` number (``scan.batch_size`` items):
+one Snakemake job per batch and step keeps a cohort of 10,000 files to a few dozen jobs. Each
+item keeps its own folder inside the batch folder and its own provenance; a problem with one
+item's data quarantines that item only (recorded, exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from imagedepot.cli._common import add_config_options, get_config
+
+log = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``batch`` verb and its steps."""
+    p = sub.add_parser(
+        "batch",
+        help="run convert / deid / leakcheck over one batch of manifest items (workflow jobs)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    steps = p.add_subparsers(dest="batch_step", metavar="STEP")
+    steps.required = True
+
+    c = steps.add_parser(
+        "convert",
+        help="convert every item of a batch (DICOM -> NIfTI, microscopy -> OME-Zarr, NIfTI checked)",
+        description="Convert the items of batch BATCH into OUT/<item>/ (atomically, with provenance).",
+    )
+    _common(c, upstream=False)
+    c.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4", help="OME-Zarr version")
+    c.add_argument("--levels", type=int, default=3, help="pyramid levels")
+    c.add_argument("--reader", choices=("auto", "tifffile", "bioformats"), default="auto")
+    c.add_argument("--java-heap", default="2g", help="JVM heap for Bio-Formats, e.g. 2g")
+    c.add_argument("--ome-tiff", action="store_true", help="also write a pyramidal OME-TIFF")
+    c.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
+    c.add_argument(
+        "--irregular-slices",
+        choices=("quarantine", "resample"),
+        default="quarantine",
+        help="missing/uneven slices or gantry tilt: quarantine the series or keep the resampled volume",
+    )
+    c.set_defaults(func=run_convert)
+
+    d = steps.add_parser(
+        "deid",
+        help="de-identify every item of a converted batch under its dataset's policy",
+        description=(
+            "De-identify the items of batch BATCH (originals and UPSTREAM, the converted batch) into "
+            "OUT/<item>/. Policies, the key location and the linkage folder come from the config."
+        ),
+    )
+    _common(d, upstream=True)
+    add_config_options(d)
+    d.set_defaults(func=run_deid)
+
+    g = steps.add_parser(
+        "leakcheck",
+        help="run the leak gate on every item of a de-identified batch",
+        description=(
+            "Check each item of batch BATCH in UPSTREAM (the de-identified batch) against its "
+            "originals; write OUT/<item>.json with status clean, leak or quarantined."
+        ),
+    )
+    _common(g, upstream=True)
+    g.set_defaults(func=run_leakcheck)
+
+
+def _common(p: argparse.ArgumentParser, *, upstream: bool) -> None:
+    p.add_argument("items_dir", type=Path, metavar="ITEMS_DIR", help="item JSON folder from scan")
+    p.add_argument("batch", type=int, metavar="BATCH", help="batch number")
+    if upstream:
+        p.add_argument(
+            "upstream", type=Path, metavar="UPSTREAM", help="previous step's batch folder"
+        )
+    p.add_argument("out", type=Path, metavar="OUT", help="batch folder to create (replaced)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+
+
+def _report(summary: dict) -> int:
+    counts: dict[str, int] = {}
+    for status in summary["items"].values():
+        counts[status] = counts.get(status, 0) + 1
+    print(f"batch {summary['batch']} {summary['step']}: {counts or 'no items'}")
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Convert a batch."""
+    from imagedepot.pipeline import ConvertOptions, run_batch
+
+    opts = ConvertOptions(
+        nifti_compress=not args.no_compress,
+        nifti_irregular_slices=args.irregular_slices,
+        ngff_version=args.ngff_version,
+        pyramid_levels=args.levels,
+        reader=args.reader,
+        java_heap=args.java_heap,
+        ome_tiff=args.ome_tiff,
+    )
+    return _report(
+        run_batch(
+            "convert", args.items_dir, args.batch, args.out, convert_options=opts, jobs=args.jobs
+        )
+    )
+
+
+def run_deid(args: argparse.Namespace) -> int:
+    """De-identify a batch."""
+    from imagedepot.pipeline import DeidSettings, run_batch
+
+    config = get_config(args)
+    assert config is not None
+    ps = config["pseudonymisation"]
+    settings = DeidSettings(
+        policies={name: Path(p) for name, p in config["policies"].items()},
+        key_env=ps.get("key_env", "IMAGEDEPOT_PSEUDONYM_KEY"),
+        key_file=Path(ps["key_file"]) if ps.get("key_file") else None,
+        linkage_dir=Path(ps["linkage_dir"]),
+    )
+    return _report(
+        run_batch(
+            "deidentify",
+            args.items_dir,
+            args.batch,
+            args.out,
+            upstream=args.upstream,
+            deid_settings=settings,
+            jobs=args.jobs,
+        )
+    )
+
+
+def run_leakcheck(args: argparse.Namespace) -> int:
+    """Leak-check a batch."""
+    from imagedepot.pipeline import run_batch
+
+    return _report(
+        run_batch(
+            "leakcheck",
+            args.items_dir,
+            args.batch,
+            args.out,
+            upstream=args.upstream,
+            jobs=args.jobs,
+        )
+    )

@@ -1,0 +1,800 @@
+"""Clinical records linked to de-identified imaging: read, re-key, shift, clean, map to FHIR.
+
+Input (trusted zone; keyed by the *original* patient ID, the sample sheet's ``subject``):
+
+CSV / TSV
+    One visit per row. Columns (header names are case-insensitive): ``patient_id`` and
+    ``visit_date`` (``YYYY-MM-DD``) required; ``diagnosis_code`` (ICD-10, e.g. ``J18.9``),
+    ``diagnosis_system`` (``icd-10-cm``, the default, or ``icd-10``), ``diagnosis_text``,
+    ``weight_kg`` optional. Other columns are ignored (with a warning): nothing leaves that is
+    not listed here. This is the layout of the demo's ``clinical.csv``.
+FHIR
+    A Bundle (``.json``) or NDJSON (``.ndjson``, ``.jsonl``) of ``Patient``, ``Encounter``,
+    ``Condition`` (ICD-10 coded) and ``Observation`` (body weight LOINC 29463-7 in kg, body
+    height 8302-2 in cm, BMI 39156-5 in kg/m2) resources. The patient is found from
+    ``subject.reference`` (to a ``Patient`` of the input, whose identifier values or id are
+    the original ID) or ``subject.identifier.value``. Only the elements named here are read;
+    every other element (names, addresses, notes, performers...) is dropped. Other resource
+    types are ignored with a warning.
+
+What :func:`link_clinical` does for the records of one subject:
+
+* re-keys them to the subject's pseudonym (the same keyed pseudonym as the images);
+* shifts every date by the subject's offset when the policy has
+  ``retain_longitudinal_modified_dates`` (the same :class:`~imagedepot.deid.pseudonym.Pseudonymizer`
+  offset as in the images), keeps dates under ``retain_longitudinal_full_dates`` and removes
+  them otherwise;
+* keeps free text (the diagnosis text) only when it holds nothing that looks like an
+  identifier: no date, long number, e-mail or phone number, and nothing the leak harvest of
+  the subject's originals (and of the clinical input's Patient) knows; otherwise drops it with a
+  warning;
+* rejects bad records one by one (unknown subject, malformed or implausible date, code outside
+  its value set, value not a number or out of range, wrong unit) with an error that names the
+  record (``line 4``, ``entry 2``) and the problem, never the offending value.
+
+:func:`clinical_resources` maps the result to ``Encounter``, ``Condition`` and ``Observation``
+resources with stable identifiers (conditional creates), linked to the Patient.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import json
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imagedepot.errors import InputError
+
+if TYPE_CHECKING:
+    from imagedepot.deid.pseudonym import Pseudonymizer
+    from imagedepot.fhir import FhirRelease, Planned
+    from imagedepot.leakcheck import Identifiers
+
+CSV_REQUIRED = ("patient_id", "visit_date")
+CSV_OPTIONAL = ("diagnosis_code", "diagnosis_system", "diagnosis_text", "weight_kg")
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10_CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10_SYSTEMS = {"icd-10": ICD10, "icd-10-cm": ICD10_CM, ICD10: ICD10, ICD10_CM: ICD10_CM}
+#: ICD-10 / ICD-10-CM code: letter, two characters, optional dot and up to four more.
+ICD10_RE = re.compile(r"[A-Z][0-9][0-9A-Z](?:\.[0-9A-Z]{1,4})?")
+LOINC = "http://loinc.org"
+UCUM = "http://unitsofmeasure.org"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+ENCOUNTER_CLASSES = frozenset(
+    {"AMB", "EMER", "FLD", "HH", "IMP", "ACUTE", "NONAC", "OBSENC", "SS", "VR"}
+)
+
+
+@dataclass(frozen=True)
+class MeasurementKind:
+    """An Observation this module accepts: LOINC code, name, UCUM unit, plausible range."""
+
+    loinc: str
+    display: str
+    unit: str
+    low: float
+    high: float
+
+
+MEASUREMENTS: Mapping[str, MeasurementKind] = {
+    m.loinc: m
+    for m in (
+        MeasurementKind("29463-7", "Body weight", "kg", 0.2, 700.0),
+        MeasurementKind("8302-2", "Body height", "cm", 20.0, 275.0),
+        MeasurementKind("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 5.0, 150.0),
+    )
+}
+WEIGHT = MEASUREMENTS["29463-7"]
+
+#: Free text that looks like an identifier: dates, long numbers, e-mail addresses, phones.
+_LOOKS_IDENTIFYING = re.compile(
+    r"\d{1,4}[./-]\d{1,2}[./-]\d{1,4}"
+    r"|\d{5,}"
+    r"|[\w.+-]+@[\w-]+(?:\.[\w-]+)+"
+    r"|\+?\d[\d ()-]{6,}\d"
+)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A measured value in the unit of its :class:`MeasurementKind`."""
+
+    loinc: str
+    value: float
+
+
+@dataclass
+class ClinicalRecord:
+    """One record of the clinical input, before de-identification (PHI: trusted zone only).
+
+    ``patient`` holds the candidate original IDs (a CSV row has one; a FHIR resource may have
+    several identifiers); ``encounter`` is the v3 ActCode class when the record is a visit.
+    """
+
+    where: str
+    patient: tuple[str, ...]
+    date: dt.date | None
+    encounter: str | None = None
+    condition: tuple[str, str] | None = None
+    condition_text: str | None = None
+    measurements: tuple[Measurement, ...] = ()
+
+
+@dataclass
+class ClinicalIssue:
+    """A problem with one record: ``severity`` ``error`` (record rejected) or ``warning``."""
+
+    where: str
+    problem: str
+    severity: str = "error"
+    patient: tuple[str, ...] = field(default=(), repr=False)
+
+    def to_dict(self) -> dict[str, str]:
+        """Plain-JSON form (no patient ID)."""
+        return {"where": self.where, "problem": self.problem}
+
+
+@dataclass
+class ClinicalInput:
+    """Everything read from a clinical file. ``identifiers`` maps an original patient ID to
+    identifying values of that patient found in the input (for the leak gate)."""
+
+    source: str
+    records: list[ClinicalRecord] = field(default_factory=list)
+    issues: list[ClinicalIssue] = field(default_factory=list)
+    identifiers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def parse_date(value: str) -> dt.date | None:
+    """A calendar date ``YYYY-MM-DD`` (optionally followed by a FHIR time) of 1900-2100, or None."""
+    m = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})(?:T[0-9:.]+(?:Z|[+-]\d{2}:\d{2})?)?", value.strip())
+    if not m:
+        return None
+    try:
+        d = dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+    except ValueError:
+        return None
+    return d if 1900 <= d.year <= 2100 else None
+
+
+def _number(value: str) -> float | None:
+    try:
+        x = float(value.strip().replace(",", "."))
+    except ValueError:
+        return None
+    return x if x == x and abs(x) != float("inf") else None  # not NaN or infinite
+
+
+def _measurement(
+    kind: MeasurementKind, value: float | None, problems: list[str], name: str
+) -> Measurement | None:
+    if value is None:
+        problems.append(f"{name} is not a number")
+        return None
+    if not kind.low <= value <= kind.high:
+        problems.append(f"{name} is outside {kind.low:g}-{kind.high:g} {kind.unit}")
+        return None
+    return Measurement(kind.loinc, value)
+
+
+def read_clinical(path: str | Path) -> ClinicalInput:
+    """Read a clinical CSV/TSV, FHIR Bundle (``.json``) or NDJSON file.
+
+    Raises
+    ------
+    InputError
+        The file cannot be read, a CSV lacks a required column, or a JSON file is not a
+        FHIR resource or Bundle.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(p, "clinical records file not found")
+    name = p.name.lower()
+    if name.endswith((".csv", ".tsv", ".tab", ".txt")):
+        return _read_csv(p)
+    if name.endswith((".ndjson", ".jsonl")):
+        return _read_fhir(p, _ndjson(p))
+    if name.endswith(".json"):
+        return _read_fhir(p, _bundle_entries(p))
+    raise InputError(p, "clinical records must be CSV/TSV, a FHIR Bundle (.json) or NDJSON")
+
+
+def _read_csv(p: Path) -> ClinicalInput:
+    out = ClinicalInput(source=p.name)
+    delimiter = "," if p.name.lower().endswith(".csv") else "\t"
+    try:
+        with open(p, encoding="utf-8-sig", newline="") as fh:
+            reader = csv.reader(fh, delimiter=delimiter)
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(
+            p, f"cannot read as {'CSV' if delimiter == ',' else 'TSV'} ({exc})"
+        ) from exc
+    rows = [(n, r) for n, r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise InputError(p, "empty clinical records file")
+    header = [c.strip().lower() for c in rows[0][1]]
+    missing = [c for c in CSV_REQUIRED if c not in header]
+    if missing:
+        raise InputError(
+            p, f"missing column(s) {', '.join(missing)} (columns: {', '.join(header)})"
+        )
+    ignored = [c for c in header if c and c not in CSV_REQUIRED + CSV_OPTIONAL]
+    if ignored:
+        out.issues.append(
+            ClinicalIssue("header", f"column(s) ignored: {', '.join(ignored)}", "warning")
+        )
+    for line, cells in rows[1:]:
+        row = {h: (cells[i].strip() if i < len(cells) else "") for i, h in enumerate(header)}
+        record, problems = _csv_record(f"line {line}", row)
+        patient = (row["patient_id"],) if row.get("patient_id") else ()
+        if problems:
+            out.issues.append(ClinicalIssue(f"line {line}", "; ".join(problems), patient=patient))
+        elif record is not None:
+            out.records.append(record)
+    return out
+
+
+def _csv_record(where: str, row: Mapping[str, str]) -> tuple[ClinicalRecord | None, list[str]]:
+    problems: list[str] = []
+    patient = row.get("patient_id", "")
+    if not patient:
+        problems.append("patient_id is empty")
+    date = parse_date(row.get("visit_date", ""))
+    if date is None:
+        problems.append("visit_date is not a date (YYYY-MM-DD, 1900-2100)")
+    condition = None
+    code = row.get("diagnosis_code", "").upper()
+    system_name = row.get("diagnosis_system", "").lower() or "icd-10-cm"
+    if code:
+        if system_name not in ICD10_SYSTEMS:
+            problems.append("diagnosis_system is not icd-10 or icd-10-cm")
+        elif not ICD10_RE.fullmatch(code):
+            problems.append("diagnosis_code is not an ICD-10 code (like J18.9)")
+        else:
+            condition = (ICD10_SYSTEMS[system_name], code)
+    text = row.get("diagnosis_text", "") or None
+    if text and condition is None and not code:
+        problems.append("diagnosis_text without diagnosis_code")
+    measurements = []
+    if row.get("weight_kg"):
+        m = _measurement(WEIGHT, _number(row["weight_kg"]), problems, "weight_kg")
+        if m is not None:
+            measurements.append(m)
+    if problems:
+        return None, problems
+    return (
+        ClinicalRecord(
+            where=where,
+            patient=(patient,),
+            date=date,
+            encounter="AMB",
+            condition=condition,
+            condition_text=text,
+            measurements=tuple(measurements),
+        ),
+        [],
+    )
+
+
+def _ndjson(p: Path) -> Iterator[tuple[str, Any, str | None]]:
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(p, f"cannot read as NDJSON ({exc})") from exc
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            yield f"line {n}", json.loads(line), None
+        except ValueError:
+            yield f"line {n}", None, None
+
+
+def _bundle_entries(p: Path) -> Iterator[tuple[str, Any, str | None]]:
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise InputError(p, f"cannot read as JSON ({exc})") from exc
+    if not isinstance(data, dict) or "resourceType" not in data:
+        raise InputError(p, "not a FHIR resource or Bundle")
+    if data["resourceType"] != "Bundle":
+        yield "resource", data, None
+        return
+    for i, entry in enumerate(data.get("entry") or []):
+        if isinstance(entry, dict):
+            yield f"entry {i}", entry.get("resource"), entry.get("fullUrl")
+        else:
+            yield f"entry {i}", None, None
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _codings(concept: Any) -> list[dict[str, Any]]:
+    """Codings of a CodeableConcept, a Coding, or a list of either."""
+    if isinstance(concept, list):
+        return [c for x in concept for c in _codings(x)]
+    if not isinstance(concept, dict):
+        return []
+    if "coding" in concept:
+        return [c for c in concept.get("coding") or [] if isinstance(c, dict)]
+    return [concept] if "code" in concept else []
+
+
+def _patient_values(res: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Identifying values of a FHIR Patient, as (value, leak-harvest kind)."""
+    out: list[tuple[str, str]] = []
+    for ident in res.get("identifier") or []:
+        if isinstance(ident, dict) and ident.get("value"):
+            out.append((str(ident["value"]), "id"))
+    for name in res.get("name") or []:
+        if not isinstance(name, dict):
+            continue
+        parts = [*(name.get("given") or []), name.get("family") or ""]
+        full = " ".join(str(x) for x in parts if x)
+        if full:
+            out.append((full, "person_name"))
+        if name.get("text"):
+            out.append((str(name["text"]), "person_name"))
+    if res.get("birthDate"):
+        out.append((str(res["birthDate"]), "birth_date"))
+    for tel in res.get("telecom") or []:
+        if isinstance(tel, dict) and tel.get("value"):
+            out.append((str(tel["value"]), "phone" if tel.get("system") != "email" else "email"))
+    for addr in res.get("address") or []:
+        if isinstance(addr, dict):
+            for line in [*(addr.get("line") or []), addr.get("city"), addr.get("postalCode")]:
+                if line:
+                    out.append((str(line), "address"))
+    return out
+
+
+def _read_fhir(p: Path, items: Iterable[tuple[str, Any, str | None]]) -> ClinicalInput:
+    out = ClinicalInput(source=p.name)
+    resources: list[tuple[str, dict[str, Any]]] = []
+    patients: dict[str, tuple[str, ...]] = {}
+    for where, res, full_url in items:
+        if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+            out.issues.append(ClinicalIssue(where, "not a FHIR resource"))
+            continue
+        if res["resourceType"] == "Patient":
+            ids = [
+                str(i["value"])
+                for i in res.get("identifier") or []
+                if isinstance(i, dict) and i.get("value")
+            ]
+            if res.get("id"):
+                ids.append(str(res["id"]))
+            keys = tuple(dict.fromkeys(ids))
+            for ref in (f"Patient/{res.get('id')}" if res.get("id") else None, full_url):
+                if ref:
+                    patients[ref] = keys
+            values = _patient_values(res)
+            for k in keys:
+                out.identifiers.setdefault(k, []).extend(values)
+            continue
+        resources.append((where, res))
+    for where, res in resources:
+        rtype = res["resourceType"]
+        if rtype not in ("Encounter", "Condition", "Observation"):
+            out.issues.append(ClinicalIssue(where, f"resource type {rtype} ignored", "warning"))
+            continue
+        subject = _dict(res.get("subject"))
+        ref = str(subject.get("reference") or "")
+        patient: tuple[str, ...] = ()
+        if ref in patients:
+            patient = patients[ref]
+        elif ref.startswith("Patient/") and "/" not in ref[8:]:
+            patient = (ref[8:],)
+        elif _dict(subject.get("identifier")).get("value"):
+            patient = (str(subject["identifier"]["value"]),)
+        problems: list[str] = []
+        if not patient:
+            problems.append("no subject (a Patient reference or identifier)")
+        record = {"Encounter": _encounter, "Condition": _condition, "Observation": _observation}[
+            rtype
+        ](where, res, patient, problems)
+        if problems or record is None:
+            out.issues.append(
+                ClinicalIssue(where, f"{rtype}: " + "; ".join(problems), patient=patient)
+            )
+        else:
+            out.records.append(record)
+    return out
+
+
+def _fhir_date(res: Mapping[str, Any], keys: Sequence[str], problems: list[str]) -> dt.date | None:
+    for key in keys:
+        obj: Any = res
+        for part in key.split("."):
+            obj = obj.get(part) if isinstance(obj, dict) else None
+        if obj:
+            d = parse_date(str(obj))
+            if d is None:
+                problems.append(f"{key} is not a full date (YYYY-MM-DD, 1900-2100)")
+            return d
+    problems.append(f"no date ({' or '.join(keys)})")
+    return None
+
+
+def _encounter(
+    where: str, res: Mapping[str, Any], patient: tuple[str, ...], problems: list[str]
+) -> ClinicalRecord | None:
+    date = _fhir_date(res, ("actualPeriod.start", "period.start"), problems)
+    klass = "AMB"
+    for c in _codings(res.get("class")):
+        if c.get("system") == ACT_CODE and c.get("code") in ENCOUNTER_CLASSES:
+            klass = str(c["code"])
+            break
+    return ClinicalRecord(where=where, patient=patient, date=date, encounter=klass)
+
+
+def _condition(
+    where: str, res: Mapping[str, Any], patient: tuple[str, ...], problems: list[str]
+) -> ClinicalRecord | None:
+    date = _fhir_date(res, ("recordedDate", "onsetDateTime"), problems)
+    code = _dict(res.get("code"))
+    icd = [c for c in _codings(code) if c.get("system") in (ICD10, ICD10_CM)]
+    if not icd:
+        problems.append("code has no ICD-10 coding")
+        return None
+    value = str(icd[0].get("code") or "").upper()
+    if not ICD10_RE.fullmatch(value):
+        problems.append("code is not an ICD-10 code (like J18.9)")
+        return None
+    text = code.get("text")
+    return ClinicalRecord(
+        where=where,
+        patient=patient,
+        date=date,
+        condition=(str(icd[0]["system"]), value),
+        condition_text=str(text) if text else None,
+    )
+
+
+def _observation(
+    where: str, res: Mapping[str, Any], patient: tuple[str, ...], problems: list[str]
+) -> ClinicalRecord | None:
+    date = _fhir_date(res, ("effectiveDateTime", "effectivePeriod.start", "issued"), problems)
+    kinds = [
+        MEASUREMENTS[str(c.get("code"))]
+        for c in _codings(res.get("code"))
+        if c.get("system") == LOINC and str(c.get("code")) in MEASUREMENTS
+    ]
+    if not kinds:
+        problems.append(
+            "code is not a supported LOINC measurement (" + ", ".join(MEASUREMENTS) + ")"
+        )
+        return None
+    kind = kinds[0]
+    q = _dict(res.get("valueQuantity"))
+    unit = q.get("code") or q.get("unit")
+    if unit != kind.unit:
+        problems.append(f"valueQuantity is not in {kind.unit} (UCUM)")
+        return None
+    value = q.get("value")
+    m = _measurement(
+        kind,
+        float(value) if isinstance(value, int | float) else None,
+        problems,
+        "valueQuantity.value",
+    )
+    if m is None:
+        return None
+    return ClinicalRecord(where=where, patient=patient, date=date, measurements=(m,))
+
+
+# --------------------------------------------------------------------------- linking
+
+
+@dataclass
+class ClinicalFact:
+    """A de-identified clinical fact of one subject, ready to become a FHIR resource.
+
+    ``key`` is a stable, non-identifying identifier value; ``encounter`` the key of the
+    Encounter it belongs to.
+    """
+
+    kind: str  # "encounter", "condition" or "observation"
+    key: str
+    date: str | None
+    code: tuple[str, str] | None = None
+    text: str | None = None
+    value: float | None = None
+    encounter: str | None = None
+    encounter_class: str | None = None
+
+
+@dataclass
+class ClinicalLinkage:
+    """Result of :func:`link_clinical` for one subject.
+
+    ``source_identifiers`` (original IDs, dates, names of the input) are PHI: they go to the
+    leak gate's identifier set only, never into outputs.
+    """
+
+    source: str
+    pseudonym: str
+    facts: list[ClinicalFact] = field(default_factory=list)
+    errors: list[ClinicalIssue] = field(default_factory=list)
+    warnings: list[ClinicalIssue] = field(default_factory=list)
+    records: int = 0
+    linked: int = 0
+    other_subjects: int = 0
+    dates: str = "shift"
+    source_identifiers: list[tuple[str, str]] = field(default_factory=list, repr=False)
+
+    def to_status(self) -> dict[str, Any]:
+        """The part of the bundle status that the run summary reads (no PHI)."""
+        return {
+            "source": self.source,
+            "records": self.records,
+            "linked": self.linked,
+            "other_subjects": self.other_subjects,
+            "rejected": len(self.errors),
+            "dates": self.dates,
+            "resources": len(self.facts),
+            "errors": [e.to_dict() for e in self.errors],
+            "warnings": [w.to_dict() for w in self.warnings],
+        }
+
+
+def date_mode(deid_options: Iterable[str]) -> str:
+    """``shift``, ``keep`` or ``remove``: what the policy does with dates."""
+    opts = set(deid_options)
+    if "retain_longitudinal_modified_dates" in opts:
+        return "shift"
+    if "retain_longitudinal_full_dates" in opts:
+        return "keep"
+    return "remove"
+
+
+def text_is_safe(text: str, identifiers: Identifiers | None) -> bool:
+    """True when free text holds nothing that looks like an identifier (see module docstring)."""
+    if _LOOKS_IDENTIFYING.search(text):
+        return False
+    return not (identifiers is not None and identifiers.find(text))
+
+
+def _resolve(candidates: Sequence[str], known: set[str]) -> str | None:
+    for c in candidates:
+        if c.strip() in known:
+            return c.strip()
+    return None
+
+
+def link_clinical(
+    source: ClinicalInput,
+    *,
+    subject: str,
+    known_subjects: Iterable[str],
+    pseudonymizer: Pseudonymizer,
+    deid_options: Iterable[str],
+    identifiers: Identifiers | None = None,
+) -> ClinicalLinkage:
+    """De-identify the clinical records of ``subject`` (see the module docstring).
+
+    Parameters
+    ----------
+    subject
+        The original subject ID (sample sheet ``subject``) whose records to link.
+    known_subjects
+        Every subject of the sample sheet: records of others are left to their own bundles;
+        records of a patient not among them are errors ("unknown subject").
+    pseudonymizer
+        Built with the key and policy that de-identified the images.
+    deid_options
+        The policy's de-identification options (what to do with dates).
+    identifiers
+        The leak harvest of the subject's originals. Free text matching it, or the identifying
+        values of the subject's ``Patient`` in the clinical input, is dropped. The returned
+        :attr:`ClinicalLinkage.source_identifiers` are for the caller's leak gate.
+    """
+    from imagedepot.leakcheck import Identifiers
+
+    known = {s.strip() for s in known_subjects} | {subject.strip()}
+    mode = date_mode(deid_options)
+    pseudonym = pseudonymizer.subject_id(subject)
+    link = ClinicalLinkage(source=source.source, pseudonym=pseudonym, dates=mode)
+    ids = Identifiers()
+    if identifiers is not None:
+        ids.update(identifiers)
+    own = source.identifiers.get(subject.strip(), [])
+    link.source_identifiers.append((subject, "extra"))
+    link.source_identifiers.extend(own)
+    for value, kind in own:
+        ids.add(value, kind)
+
+    for issue in source.issues:
+        who = _resolve(issue.patient, known)
+        if issue.severity == "warning" and who in (None, subject.strip()):
+            link.warnings.append(issue)
+        elif who is None and issue.patient:
+            link.errors.append(ClinicalIssue(issue.where, "unknown subject; " + issue.problem))
+        elif who is None or who == subject.strip():
+            link.errors.append(issue)
+
+    ordinal = 0
+    for rec in source.records:
+        link.records += 1
+        who = _resolve(rec.patient, known)
+        if who is None:
+            link.errors.append(
+                ClinicalIssue(rec.where, "unknown subject (not in the sample sheet)")
+            )
+            continue
+        if who != subject.strip():
+            link.other_subjects += 1
+            continue
+        link.linked += 1
+        ordinal += 1
+        if rec.date is not None:
+            link.source_identifiers.append((rec.date.isoformat(), "date"))
+        date: str | None
+        if rec.date is None or mode == "remove":
+            date = None
+        elif mode == "shift":
+            date = pseudonymizer.shift_date(rec.date.isoformat(), subject)
+        else:
+            date = rec.date.isoformat()
+        stamp = date or f"#{ordinal}"
+        enc_key = None
+        if rec.encounter:
+            enc_key = _key(pseudonym, "encounter", stamp)
+            link.facts.append(
+                ClinicalFact("encounter", enc_key, date, encounter_class=rec.encounter)
+            )
+        if rec.condition is not None:
+            text = rec.condition_text
+            if text and not text_is_safe(text, ids):
+                link.warnings.append(
+                    ClinicalIssue(
+                        rec.where, "diagnosis text dropped: it may identify the patient", "warning"
+                    )
+                )
+                text = None
+            link.facts.append(
+                ClinicalFact(
+                    "condition",
+                    _key(pseudonym, "condition", stamp, *rec.condition),
+                    date,
+                    code=rec.condition,
+                    text=text,
+                    encounter=enc_key,
+                )
+            )
+        for m in rec.measurements:
+            link.facts.append(
+                ClinicalFact(
+                    "observation",
+                    _key(pseudonym, "observation", stamp, m.loinc),
+                    date,
+                    code=(LOINC, m.loinc),
+                    value=m.value,
+                    encounter=enc_key,
+                )
+            )
+    return link
+
+
+_KEY_NS = uuid.UUID("0b7a3f8e-5d2c-4e61-9c1a-7f3e2d4b6a58")
+
+
+def _key(*parts: str) -> str:
+    return str(uuid.uuid5(_KEY_NS, "|".join(parts)))
+
+
+# --------------------------------------------------------------------------- FHIR
+
+
+def clinical_resources(
+    linkage: ClinicalLinkage,
+    *,
+    release: FhirRelease,
+    subject: str,
+    identifier_system: str,
+) -> list[Planned]:
+    """``Encounter``, ``Condition`` and ``Observation`` resources of the linked facts.
+
+    Identifiers are ``<identifier_system>/encounter|<key>`` (``/condition``, ``/observation``):
+    conditional creates, the same in every bundle of the subject.
+    """
+    from imagedepot.fhir import Planned
+
+    out: list[Planned] = []
+    enc_urls: dict[str, str] = {}
+    for fact in linkage.facts:
+        if fact.kind != "encounter":
+            continue
+        ident = (f"{identifier_system}/encounter", fact.key)
+        planned = Planned(
+            release.encounter(
+                identifier={"system": ident[0], "value": ident[1]},
+                subject=subject,
+                date=fact.date,
+                klass=fact.encounter_class or "AMB",
+            ),
+            identifier=ident,
+        )
+        enc_urls[fact.key] = planned.full_url
+        out.append(planned)
+    for fact in linkage.facts:
+        enc = {"reference": enc_urls[fact.encounter]} if fact.encounter in enc_urls else None
+        if fact.kind == "condition" and fact.code is not None:
+            ident = (f"{identifier_system}/condition", fact.key)
+            code: dict[str, Any] = {"coding": [{"system": fact.code[0], "code": fact.code[1]}]}
+            if fact.text:
+                code["text"] = fact.text
+            out.append(
+                Planned(
+                    {
+                        "resourceType": "Condition",
+                        "identifier": [{"system": ident[0], "value": ident[1]}],
+                        **release.condition_status(),
+                        "category": [
+                            {
+                                "coding": [
+                                    {
+                                        "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                                        "code": "encounter-diagnosis",
+                                    }
+                                ]
+                            }
+                        ],
+                        "code": code,
+                        "subject": {"reference": subject},
+                        "encounter": enc,
+                        "recordedDate": fact.date,
+                    },
+                    identifier=ident,
+                )
+            )
+        elif fact.kind == "observation" and fact.code is not None and fact.value is not None:
+            kind = MEASUREMENTS[fact.code[1]]
+            ident = (f"{identifier_system}/observation", fact.key)
+            out.append(
+                Planned(
+                    {
+                        "resourceType": "Observation",
+                        "identifier": [{"system": ident[0], "value": ident[1]}],
+                        "status": "final",
+                        "category": [
+                            {
+                                "coding": [
+                                    {
+                                        "system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                        "code": "vital-signs",
+                                    }
+                                ]
+                            }
+                        ],
+                        "code": {
+                            "coding": [
+                                {"system": LOINC, "code": kind.loinc, "display": kind.display}
+                            ]
+                        },
+                        "subject": {"reference": subject},
+                        "encounter": enc,
+                        "effectiveDateTime": fact.date,
+                        "valueQuantity": {
+                            "value": fact.value,
+                            "unit": kind.unit,
+                            "system": UCUM,
+                            "code": kind.unit,
+                        },
+                    },
+                    identifier=ident,
+                )
+            )
+    return out
