@@ -23,7 +23,7 @@ read and write would). The conversion includes starting the JVM and opening the 
 the read half. Usage::
 
     python benchmarks/microscopy/bench_convert.py               # 4096, 8192, 16384; levels 1 and 3
-    python benchmarks/microscopy/bench_convert.py --sizes 2048 --levels 1 --json /tmp/r.json
+    python benchmarks/microscopy/bench_convert.py --sizes 2048 --levels 1 --json r.json
 
 Writes ``results.json`` beside this script (``--json`` to change) and prints a Markdown table.
 Outputs go to a temporary folder (``--workdir``) removed at the end.

@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# The test servers' fixtures, for the workflow's deposit-target tests.
+from tests.servers.bia_fixture import biostudies_server, ftp_server  # noqa: F401
+from tests.servers.xnat_fixture import xnat_server  # noqa: F401
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = [
     ROOT / "config" / "config.yaml",
