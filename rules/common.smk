@@ -144,6 +144,12 @@ def get_convert_flags(wildcards):
     ]
     if mic.get("ome_tiff", False):
         flags.append("--ome-tiff")
+    if mic.get("chunks"):
+        flags.append("--chunks " + ",".join(str(n) for n in mic["chunks"]))
+    if mic.get("shard"):
+        flags.append("--shard " + ",".join(str(n) for n in mic["shard"]))
+    flags.append(f"--tile {mic.get('tiff_tile', 512)}")
+    flags.append(f"--compression {mic.get('tiff_compression', 'zlib')}")
     if not conv.get("nifti", {}).get("compress", True):
         flags.append("--no-compress")
     flags.append(

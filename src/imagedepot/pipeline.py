@@ -113,6 +113,13 @@ class ConvertOptions:
     reader: str = "auto"
     java_heap: str = "2g"
     ome_tiff: bool = False
+    #: OME-Zarr chunk / shard shape ((y, x) or (t, c, z, y, x)); None: the converter's default.
+    chunks: tuple[int, ...] | None = None
+    shard: tuple[int, ...] | None = None
+    tiff_tile: int | None = None
+    tiff_compression: str | None = None
+    #: Threads per image (read-ahead, compression); None: the CPUs this process may use.
+    threads: int | None = None
 
 
 def convert_item(
@@ -161,6 +168,9 @@ def convert_item(
                 pyramid_levels=options.pyramid_levels,
                 reader=options.reader,
                 java_heap=options.java_heap,
+                chunks=options.chunks,
+                shard=options.shard,
+                threads=options.threads,
             )
             prov.options["converter"] = zreport.to_dict()
             if options.ome_tiff:
@@ -169,6 +179,10 @@ def convert_item(
                     tmp / f"{item['id']}.ome.tif",
                     pyramid_levels=options.pyramid_levels,
                     reader=options.reader,
+                    tile=options.tiff_tile or 512,
+                    compression=options.tiff_compression or "zlib",
+                    java_heap=options.java_heap,
+                    threads=options.threads,
                 )
                 prov.options["converter_tiff"] = treport.to_dict()
         elif kind == "nifti":
@@ -404,6 +418,13 @@ def run_batch(
     with atomic_path(out, force=force, is_dir=True) as tmp:
         if step == "convert":
             opts = convert_options or ConvertOptions()
+            if jobs > 1 and opts.threads is None:
+                # Workers share the CPUs: each image gets its share, not all of them.
+                from dataclasses import replace
+
+                from imagedepot.convert.microscopy import available_cpus
+
+                opts = replace(opts, threads=max(1, available_cpus() // jobs))
             statuses = _map(_convert_one, [(str(p), str(tmp / p.stem), opts) for p in items], jobs)
         elif step == "deidentify":
             if deid_settings is None or upstream is None:

@@ -327,3 +327,23 @@ def test_item_layout_options(tmp_path: Path, imagedepot, caplog) -> None:
         assert imagedepot(argv) == 1
         assert "cannot pass chunks" in caplog.text
         assert not out.exists()
+
+
+def test_layout_options_for_convert_options() -> None:
+    """What `convert item` (and `batch convert`) hand to ConvertOptions: only the flags given."""
+    import argparse
+
+    from imagedepot.cli.convert import add_layout_options, layout_options
+
+    parser = argparse.ArgumentParser()
+    add_layout_options(parser)
+    assert layout_options(parser.parse_args([])) == {}
+    argv = ["--chunks", "8,8", "--shard", "1,1,1,16,16", "--tile", "32", "--compression", "none"]
+    args = parser.parse_args([*argv, "--threads", "2"])
+    assert layout_options(args) == {
+        "chunks": (8, 8),
+        "shard": (1, 1, 1, 16, 16),
+        "tiff_tile": 32,
+        "tiff_compression": "none",
+        "threads": 2,
+    }

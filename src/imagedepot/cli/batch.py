@@ -46,6 +46,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="quarantine",
         help="missing/uneven slices or gantry tilt: quarantine the series or keep the resampled volume",
     )
+    from imagedepot.cli.convert import add_layout_options
+
+    add_layout_options(c)
     c.set_defaults(func=run_convert)
 
     d = steps.add_parser(
@@ -93,9 +96,11 @@ def _report(summary: dict) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert a batch."""
+    from imagedepot.cli.convert import layout_options
     from imagedepot.pipeline import ConvertOptions, run_batch
 
     opts = ConvertOptions(
+        **layout_options(args),
         nifti_compress=not args.no_compress,
         nifti_irregular_slices=args.irregular_slices,
         ngff_version=args.ngff_version,

@@ -104,11 +104,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument("src", metavar="ITEM.json", help="item JSON (results/ingest/items/<item>.json)")
     i.add_argument("out_dir", metavar="OUT_DIR", help="per-item output folder to create")
     i.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4", help="OME-Zarr version")
-    _zarr_layout(i)
     i.add_argument("--ome-tiff", action="store_true", help="also write a pyramidal OME-TIFF")
-    _tiff_layout(i, default=False)
     i.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
-    _microscopy(i)
+    add_layout_options(i)
+    _microscopy(i, threads=False)
     i.set_defaults(func=run_item)
 
     b = kinds.add_parser(
@@ -166,13 +165,46 @@ def _tiff_layout(p: argparse.ArgumentParser, *, default: bool) -> None:
     )
 
 
-def _microscopy(p: argparse.ArgumentParser) -> None:
+def _threads(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--threads",
         type=_positive,
         metavar="N",
-        help="threads for reading ahead and compressing (default: the CPUs this process may use)",
+        help="threads per image for reading ahead and compressing (default: the CPUs this "
+        "process may use)",
     )
+
+
+#: Layout flags (argparse ``dest``) -> ``imagedepot.pipeline.ConvertOptions`` fields.
+LAYOUT_FIELDS = {
+    "chunks": "chunks",
+    "shard": "shard",
+    "tile": "tiff_tile",
+    "compression": "tiff_compression",
+    "threads": "threads",
+}
+
+
+def add_layout_options(p: argparse.ArgumentParser) -> None:
+    """Add ``--chunks``, ``--shard``, ``--tile``, ``--compression`` and ``--threads``.
+
+    For commands that fill ``ConvertOptions`` (``convert item``, ``batch convert``): each defaults
+    to None, meaning the converters' default; :func:`layout_options` reads them back.
+    """
+    _zarr_layout(p)
+    _tiff_layout(p, default=False)
+    _threads(p)
+
+
+def layout_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The layout flags given on the command line, by ``ConvertOptions`` field name."""
+    values = {field: getattr(args, dest, None) for dest, field in LAYOUT_FIELDS.items()}
+    return {field: value for field, value in values.items() if value is not None}
+
+
+def _microscopy(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
+    if threads:
+        _threads(p)
     p.add_argument(
         "--levels",
         type=_positive,
@@ -305,19 +337,13 @@ def run_item(args: argparse.Namespace) -> int:
         "java_heap": args.java_heap,
         "ome_tiff": args.ome_tiff,
     }
-    layout = {
-        "chunks": args.chunks,
-        "shard": args.shard,
-        "tiff_tile": args.tile,
-        "tiff_compression": args.compression,
-        "threads": args.threads,
-    }
+    layout = layout_options(args)
     known = {f.name for f in dataclasses.fields(ConvertOptions)}
-    unknown = sorted(k for k, v in layout.items() if v is not None and k not in known)
+    unknown = sorted(k for k in layout if k not in known)
     if unknown:
         # Never drop a layout option silently (pipeline.ConvertOptions gains them separately).
         raise ConfigError(f"convert item cannot pass {', '.join(unknown)} to the pipeline yet")
-    values.update({k: v for k, v in layout.items() if v is not None})
+    values.update(layout)
     prov = convert_item(args.src, args.out_dir, ConvertOptions(**values), force=args.force)
     if args.report:
         write_json(args.report, prov.to_dict())

@@ -14,9 +14,9 @@ Pixels are read with ``loci.formats.ImageReader`` wrapped in a ``ChannelSeparato
 become one channel each), a band of rows per ``openBytes`` call into one reused Java buffer (no
 garbage on the Java heap per band), copied by Java into a direct ``ByteBuffer`` that NumPy reads in
 place, and from there into (reused) NumPy band arrays, using the pixel type from ``FormatTools``
-and the reader's byte order. JPype releases the GIL during ``openBytes``, so a
-reader thread overlaps decoding with the writers' compression. Only the full resolution of each
-series is read: pyramids stored in the source are recomputed by the writers. Metadata (sizes, physical sizes,
+and the reader's byte order. JPype releases the GIL during ``openBytes``, so a reader thread
+overlaps decoding with the writers' compression. Only the full resolution of each series is read:
+pyramids stored in the source are recomputed by the writers. Metadata (sizes, physical sizes,
 channel names and colours) come from the OME-XML metadata store filled by the reader
 (``OMEXMLService``), which also gives the OME-XML kept beside OME-Zarr outputs.
 """
@@ -181,8 +181,8 @@ class _BandPool:
 
     A band of a wide image (e.g. 1024 rows x 16384 x 2 bytes = 32 MiB) is larger than what the C
     allocator keeps for reuse, so a fresh one per band is mapped, zero-filled page by page and
-    unmapped each time (seconds of system time per gigabyte). An array is reused only when its
-    reference count shows that no view, caller or queue still holds it (CPython; elsewhere
+    unmapped each time (about a second of system time per gigabyte). An array is reused only when
+    its reference count shows that no view, caller or queue still holds it (CPython; elsewhere
     nothing is reused).
     """
 
