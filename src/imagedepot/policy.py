@@ -180,6 +180,8 @@ class Policy:
     subject_column: str = "subject"
     consent_column: str | None = None
     consent_values: tuple[str, ...] = ("yes",)
+    #: With retain_patient_characteristics: what of the birth date FHIR may carry ("age" or "year").
+    birth_date_detail: str = "age"
     pixel_rules: tuple[PixelRule, ...] = ()
     description: str = ""
     consent_sheet_sha256: str | None = None
@@ -267,6 +269,7 @@ class Policy:
             "profile_edition": EDITION,
             "pseudonym_prefix": self.pseudonym_prefix,
             "max_date_shift_days": self.max_date_shift_days,
+            "birth_date_detail": self.birth_date_detail,
             "pixel_cleaning": [r.to_dict() for r in self.pixel_rules],
             "deid_recipe": (
                 {"file": self.deid_recipe, **self.recipe.to_provenance()}
@@ -542,6 +545,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         deid_options=options,
         pseudonym_prefix=prefix,
         max_date_shift_days=int(deid.get("max_date_shift_days", 3650)),
+        birth_date_detail=str(deid.get("birth_date_detail", "age")),
         allowed_classes=frozenset(allowed),
         consent_required=required,
         consent_sheet=sheet_rel,
