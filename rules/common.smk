@@ -17,8 +17,18 @@ SAMPLES = load_samples(
     policies=config["policies"],
     destinations=config["destinations"],
 )
-# The effective configuration (after --config overrides), handed to the CLI as JSON.
-CONFIG_JSON = json.dumps(config, sort_keys=True)
+# The effective configuration (after --config overrides), handed to the CLI as JSON. Each rule gets
+# the sections it uses only (plus the required ones), so that changing, say, `fhir` re-runs the FHIR
+# bundles but not the scan and everything after it.
+_REQUIRED_SECTIONS = ("samples", "inbox", "policies", "pseudonymisation", "destinations")
+
+
+def config_json(*sections):
+    """The config as JSON, restricted to the required sections and ``sections``."""
+    keys = _REQUIRED_SECTIONS + sections
+    return json.dumps({k: v for k, v in config.items() if k in keys}, sort_keys=True)
+
+
 MANIFEST = "results/ingest/manifest.json"
 ITEMS_DIR = "results/ingest/items"
 ENV = "../envs/imagedepot.yaml"

@@ -21,7 +21,7 @@ rule deidentify_batch:
         mem_mb=2048,
         runtime=get_batch_runtime,
     params:
-        config=CONFIG_JSON,
+        config=config_json(),
     shell:
         "imagedepot batch deid {input.item_dir:q} {wildcards.batch} {input.converted:q}"
         " {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"

@@ -37,7 +37,7 @@ rule deposit_xnat:
         mem_mb=1024,
         runtime=240,
     params:
-        config=CONFIG_JSON,
+        config=config_json("schedule"),
     shell:
         "imagedepot deposit xnat {input.staged:q} --plan {input.plan:q}"
         " --destination {wildcards.destination:q} --config-json {params.config:q}"
@@ -58,7 +58,7 @@ rule deposit_bia:
         mem_mb=1024,
         runtime=480,
     params:
-        config=CONFIG_JSON,
+        config=config_json("schedule"),
         state_db=config.get("schedule", {}).get("state_db", "results/deposit/state.sqlite"),
     shell:
         "imagedepot deposit bia {wildcards.destination:q} {input:q} --state-db {params.state_db:q}"

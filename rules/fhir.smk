@@ -19,7 +19,7 @@ rule build_fhir_bundle:
         mem_mb=1024,
         runtime=30,
     params:
-        config=CONFIG_JSON,
+        config=config_json("fhir"),
     shell:
         "imagedepot fhir bundle {wildcards.dataset:q} --items-dir {input.item_dir:q}"
         " --deid-root results/deid --leak-root results/leakcheck --convert-root results/convert"

@@ -13,7 +13,7 @@ checkpoint scan_inputs:
         ENV
     params:
         inbox=config["inbox"],
-        config=CONFIG_JSON,
+        config=config_json("scan"),
     shell:
         "imagedepot scan {params.inbox:q} --samples {input.samples:q}"
         " --config-json {params.config:q} --out {output.manifest:q}"

@@ -18,7 +18,7 @@ rule stage_destination:
         mem_mb=1024,
         runtime=60,
     params:
-        config=CONFIG_JSON,
+        config=config_json(),
     shell:
         "imagedepot stage local {wildcards.destination:q} {output:q}"
         " --manifest {input.manifest:q} --deid-root results/deid"
@@ -61,7 +61,7 @@ rule stage_xnat:
         mem_mb=1024,
         runtime=30,
     params:
-        config=CONFIG_JSON,
+        config=config_json(),
     shell:
         "imagedepot stage xnat {input:q} {output:q} --destination {wildcards.destination:q}"
         " --config-json {params.config:q} --force > {log:q} 2>&1"
@@ -82,7 +82,7 @@ rule stage_bia:
         mem_mb=1024,
         runtime=60,
     params:
-        config=CONFIG_JSON,
+        config=config_json(),
     shell:
         "imagedepot stage bia {wildcards.destination:q} {output:q} --staged {input.staged:q}"
         " --items-dir {input.item_dir:q} --config-json {params.config:q} > {log:q} 2>&1"

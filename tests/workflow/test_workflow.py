@@ -125,3 +125,18 @@ def test_linkage_is_private_and_outside_results(demo_run: Path) -> None:
 def test_second_run_has_nothing_to_do(demo_run: Path, run_snakemake) -> None:
     proc = run_snakemake(demo_run, "-n", "--cores", "1")
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_a_config_change_reruns_only_the_rules_that_use_it(
+    demo_run: Path, run_snakemake, tmp_path: Path
+) -> None:
+    import yaml
+
+    config = yaml.safe_load(CONFIGS[0].read_text())
+    config["fhir"]["version"] = "R4B"
+    changed = tmp_path / "config.yaml"
+    changed.write_text(yaml.safe_dump(config))
+    proc = run_snakemake(demo_run, "-n", "--cores", "1", config=changed)
+    out = proc.stdout + proc.stderr
+    assert "build_fhir_bundle" in out
+    assert "scan_inputs" not in out and "convert_batch" not in out
