@@ -231,8 +231,14 @@ def clean_sidecar(
 
     def uid(value: Any) -> Any:
         if isinstance(value, list):
-            return [uid(v) for v in value]
-        return pseudonymizer.uid(str(value))
+            mapped = [uid(v) for v in value]
+            return None if any(v is None for v in mapped) else mapped
+        text = str(value).strip()
+        # Only real UIDs are remapped (so they match the de-identified DICOM); anything else in a
+        # UID field (dcm2niix writes SeriesTime into SeriesInstanceUID) is removed, never kept.
+        if not re.fullmatch(r"[0-9]+(\.[0-9]+)+", text) or len(text) > 64:
+            return None
+        return pseudonymizer.uid(text)
 
     def clean(obj: dict[str, Any], prefix: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -257,8 +263,12 @@ def clean_sidecar(
                     if new != value:
                         result.shifted.append(name)
             elif action == "uid":
-                out[key] = uid(value)
-                result.remapped.append(name)
+                new_uid = uid(value)
+                if new_uid is None:
+                    result.removed.append(name)
+                else:
+                    out[key] = new_uid
+                    result.remapped.append(name)
             elif action == "descriptor":
                 if isinstance(value, str | int | float) and not ids.find(str(value)):
                     out[key] = value

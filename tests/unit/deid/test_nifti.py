@@ -294,3 +294,29 @@ def test_explicit_sidecar(tmp_path: Path) -> None:
         sidecar=other,
     )
     assert json.loads((tmp_path / "o.json").read_text()) == {"EchoTime": 0.03}
+
+
+def test_sidecar_uid_fields_that_are_not_uids_are_removed_not_remapped(tmp_path) -> None:
+    """dcm2niix writes SeriesTime into SeriesInstanceUID: a remapped '094233' would be a UID that
+    matches nothing; it is removed instead, while real UIDs are remapped."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+
+    from imagedepot.deid.nifti import deidentify_nifti
+    from imagedepot.deid.pseudonym import Pseudonymizer
+
+    src = tmp_path / "in.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.int16), np.eye(4)), src)
+    (tmp_path / "in.json").write_text(
+        json.dumps({"SeriesInstanceUID": "094233", "StudyInstanceUID": "1.2.3.4"})
+    )
+    pseudo = Pseudonymizer(b"k" * 32)
+    deidentify_nifti(
+        src, tmp_path / "out", policy_options=frozenset(), pseudonymizer=pseudo, subject="S1"
+    )
+    (side,) = (tmp_path / "out").glob("*.json")
+    data = json.loads(side.read_text())
+    assert "SeriesInstanceUID" not in data
+    assert data["StudyInstanceUID"] == pseudo.uid("1.2.3.4")
