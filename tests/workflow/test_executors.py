@@ -75,3 +75,69 @@ def test_slurm_run_matches_local_run(slurm_cluster, tmp_path: Path) -> None:
     )  # fmt: skip
     assert "submitted with SLURM jobid" in log
     assert _fingerprint(slurm) == _fingerprint(local)
+
+
+@pytest.fixture
+def s3_server(tmp_path: Path):
+    """A real S3 endpoint (moto_server) on a free loopback port; stopped afterwards."""
+    import socket
+    import time
+
+    exe = shutil.which("moto_server", path=os.path.dirname(sys.executable))
+    if exe is None:
+        pytest.skip("moto[server] is not installed")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = open(tmp_path / "moto.log", "w")  # noqa: SIM115
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_kubernetes_profile_lints_and_dry_runs_against_s3(tmp_path: Path, s3_server: str) -> None:
+    """The Kubernetes profile (executor kubernetes, default storage S3) parses, lints and plans the
+    demo with its inputs in an S3 bucket (no cluster needed for a dry run)."""
+    import boto3
+
+    from imagedepot.demo import make_demo
+
+    work = tmp_path / "work"
+    make_demo(work / "demo")
+    env = os.environ | {
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    s3 = boto3.client(
+        "s3", endpoint_url=s3_server, aws_access_key_id="test", aws_secret_access_key="test",
+        region_name="us-east-1",
+    )  # fmt: skip
+    s3.create_bucket(Bucket="imagedepot-work")
+    for p in (work / "demo").rglob("*"):
+        if p.is_file():
+            s3.upload_file(str(p), "imagedepot-work", f"runs/{p.relative_to(work)}")
+    base = [
+        *snakemake_cmd(), "--snakefile", str(ROOT / "Snakefile"), "--directory", str(work),
+        "--configfile", str(CONFIGS[0]), "--profile", str(ROOT / "profiles" / "kubernetes"),
+        "--storage-s3-endpoint-url", s3_server,
+    ]  # fmt: skip
+    lint = subprocess.run([*base, "--lint"], capture_output=True, text=True, env=env, timeout=300)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    dry = subprocess.run([*base, "-n"], capture_output=True, text=True, env=env, timeout=300)
+    out = dry.stdout + dry.stderr
+    assert dry.returncode == 0, out
+    assert "s3://imagedepot-work/runs/demo/samples.tsv" in out
+    assert "scan_inputs" in out
