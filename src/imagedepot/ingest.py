@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import logging
-import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -304,7 +303,6 @@ def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
         members = sorted(
             series[key], key=lambda m: (m[1]["instance_number"] or 0, m[1]["sop_instance_uid"])
         )
-        sops = [m[1]["sop_instance_uid"] for m in members]
         kept: list[tuple[Path, dict[str, Any]]] = []
         seen: set[str] = set()
         for m in members:
@@ -333,7 +331,6 @@ def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
                 },
             )
         )
-        del sops
 
     for p in sorted(nifti):
         try:
@@ -494,10 +491,3 @@ def scan(
         item.batch = n // batch_size
     log.info("scan: %s", manifest.counts())
     return manifest
-
-
-def safe_relpath(path: str) -> str:
-    """Reject paths that climb out of their folder or carry control characters."""
-    if os.path.isabs(path) or ".." in Path(path).parts or re.search(r"[\x00-\x1f]", path):
-        raise ValueError(f"unsafe relative path {path!r}")
-    return path

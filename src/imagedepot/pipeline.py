@@ -215,7 +215,6 @@ class DeidSettings:
     key_env: str | None = "IMAGEDEPOT_PSEUDONYM_KEY"
     key_file: Path | None = None
     linkage_dir: Path | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def deidentify_item(
@@ -326,12 +325,6 @@ def leakcheck_item(
             result["reason"] = f"leak gate: {len(rep['hits'])} identifier hit(s) in the outputs"
     write_json(report, result, force=force)
     return result
-
-
-def check_output_is_new(path: str | Path, force: bool) -> None:
-    """Raise if ``path`` exists and ``force`` is false (the CLI's no-clobber rule)."""
-    if Path(path).exists() and not force:
-        raise ImagedepotError(f"{path}: output exists; use --force to overwrite")
 
 
 # --- Batches -----------------------------------------------------------------------------------
