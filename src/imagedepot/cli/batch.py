@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from imagedepot.cli._common import add_config_options, get_config
+from imagedepot.cli.convert import add_item_options, convert_options
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Convert the items of batch BATCH into OUT/<item>/ (atomically, with provenance).",
     )
     _common(c, upstream=False)
-    c.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4", help="OME-Zarr version")
-    c.add_argument("--levels", type=int, default=3, help="pyramid levels")
-    c.add_argument("--reader", choices=("auto", "tifffile", "bioformats"), default="auto")
-    c.add_argument("--java-heap", default="2g", help="JVM heap for Bio-Formats, e.g. 2g")
-    c.add_argument("--ome-tiff", action="store_true", help="also write a pyramidal OME-TIFF")
-    c.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
-    c.add_argument(
-        "--irregular-slices",
-        choices=("quarantine", "resample"),
-        default="quarantine",
-        help="missing/uneven slices or gantry tilt: quarantine the series or keep the resampled volume",
-    )
-    from imagedepot.cli.convert import add_layout_options
-
-    add_layout_options(c)
+    add_item_options(c)
     c.set_defaults(func=run_convert)
 
     d = steps.add_parser(
@@ -96,19 +83,9 @@ def _report(summary: dict) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Convert a batch."""
-    from imagedepot.cli.convert import layout_options
-    from imagedepot.pipeline import ConvertOptions, run_batch
+    from imagedepot.pipeline import run_batch
 
-    opts = ConvertOptions(
-        **layout_options(args),
-        nifti_compress=not args.no_compress,
-        nifti_irregular_slices=args.irregular_slices,
-        ngff_version=args.ngff_version,
-        pyramid_levels=args.levels,
-        reader=args.reader,
-        java_heap=args.java_heap,
-        ome_tiff=args.ome_tiff,
-    )
+    opts = convert_options(args)
     return _report(
         run_batch(
             "convert", args.items_dir, args.batch, args.out, convert_options=opts, jobs=args.jobs

@@ -19,6 +19,7 @@ from imagedepot.io import write_json
 
 if TYPE_CHECKING:
     from imagedepot.convert import ConvertReport
+    from imagedepot.pipeline import ConvertOptions
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +104,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     i.add_argument("src", metavar="ITEM.json", help="item JSON (results/ingest/items/<item>.json)")
     i.add_argument("out_dir", metavar="OUT_DIR", help="per-item output folder to create")
-    i.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4", help="OME-Zarr version")
-    i.add_argument("--ome-tiff", action="store_true", help="also write a pyramidal OME-TIFF")
-    i.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
-    add_layout_options(i)
-    _microscopy(i, threads=False)
+    add_item_options(i, irregular_slices=False)
+    _common(i)
     i.set_defaults(func=run_item)
 
     b = kinds.add_parser(
@@ -202,9 +200,49 @@ def layout_options(args: argparse.Namespace) -> dict[str, Any]:
     return {field: value for field, value in values.items() if value is not None}
 
 
-def _microscopy(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
-    if threads:
-        _threads(p)
+def add_item_options(p: argparse.ArgumentParser, *, irregular_slices: bool = True) -> None:
+    """The flags that fill ``imagedepot.pipeline.ConvertOptions`` (``convert item``,
+    ``batch convert``); :func:`convert_options` reads them back."""
+    p.add_argument("--ngff-version", choices=("0.4", "0.5"), default="0.4", help="OME-Zarr version")
+    p.add_argument("--ome-tiff", action="store_true", help="also write a pyramidal OME-TIFF")
+    p.add_argument("--no-compress", action="store_true", help="write .nii instead of .nii.gz")
+    if irregular_slices:
+        p.add_argument(
+            "--irregular-slices",
+            choices=("quarantine", "resample"),
+            default="quarantine",
+            help="missing/uneven slices or gantry tilt: quarantine the series or keep the "
+            "resampled volume",
+        )
+    add_layout_options(p)
+    _reader_options(p)
+
+
+def convert_options(args: argparse.Namespace) -> ConvertOptions:
+    """The ``ConvertOptions`` of flags added by :func:`add_item_options`."""
+    from imagedepot.pipeline import ConvertOptions
+
+    values: dict[str, Any] = {
+        "nifti_compress": not args.no_compress,
+        "ngff_version": args.ngff_version,
+        "pyramid_levels": args.levels,
+        "reader": args.reader,
+        "java_heap": args.java_heap,
+        "ome_tiff": args.ome_tiff,
+        **layout_options(args),
+    }
+    if getattr(args, "irregular_slices", None) is not None:
+        values["nifti_irregular_slices"] = args.irregular_slices
+    return ConvertOptions(**values)
+
+
+def _microscopy(p: argparse.ArgumentParser) -> None:
+    _threads(p)
+    _reader_options(p)
+    _common(p)
+
+
+def _reader_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--levels",
         type=_positive,
@@ -225,7 +263,6 @@ def _microscopy(p: argparse.ArgumentParser, *, threads: bool = True) -> None:
         metavar="SIZE",
         help="maximum Java heap when Bio-Formats starts its JVM, e.g. 512m, 4g (default 2g)",
     )
-    _common(p)
 
 
 def _name(text: str) -> str:
@@ -324,27 +361,9 @@ def _primary_files(item: dict[str, Any]) -> list[Path]:
 
 def run_item(args: argparse.Namespace) -> int:
     """Convert one manifest item with :func:`imagedepot.pipeline.convert_item`."""
-    import dataclasses
+    from imagedepot.pipeline import convert_item
 
-    from imagedepot.errors import ConfigError
-    from imagedepot.pipeline import ConvertOptions, convert_item
-
-    values: dict[str, Any] = {
-        "nifti_compress": not args.no_compress,
-        "ngff_version": args.ngff_version,
-        "pyramid_levels": args.levels,
-        "reader": args.reader,
-        "java_heap": args.java_heap,
-        "ome_tiff": args.ome_tiff,
-    }
-    layout = layout_options(args)
-    known = {f.name for f in dataclasses.fields(ConvertOptions)}
-    unknown = sorted(k for k in layout if k not in known)
-    if unknown:
-        # Never drop a layout option silently (pipeline.ConvertOptions gains them separately).
-        raise ConfigError(f"convert item cannot pass {', '.join(unknown)} to the pipeline yet")
-    values.update(layout)
-    prov = convert_item(args.src, args.out_dir, ConvertOptions(**values), force=args.force)
+    prov = convert_item(args.src, args.out_dir, convert_options(args), force=args.force)
     if args.report:
         write_json(args.report, prov.to_dict())
     if prov.status != "processed":
