@@ -9,14 +9,18 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from imagedepot.errors import OutputExistsError
+
+log = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 TMP_PREFIX = ".imagedepot-tmp-"
@@ -44,27 +48,91 @@ def check_overwrite(path: str | Path, force: bool) -> None:
         raise OutputExistsError(path)
 
 
-def _remove(path: Path) -> None:
+def _remove(path: Path, *, ignore_errors: bool = False) -> None:
     if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
+        shutil.rmtree(path, ignore_errors=ignore_errors)
     elif os.path.lexists(path):
-        path.unlink()
+        with contextlib.suppress(*((FileNotFoundError,) if ignore_errors else ())):
+            path.unlink()
+
+
+def _host() -> str:
+    # Dots are fine (temporary names are split from the right); path separators are not.
+    return (socket.gethostname() or "localhost").replace(os.sep, "_")
+
+
+def _tmp_prefix(final: Path) -> str:
+    """Temporaries of ``final`` are named ``<TMP_PREFIX><name>.<host>.<pid>.<random>``."""
+    return f"{TMP_PREFIX}{final.name}."
+
+
+def temp_prefix(path: str | Path) -> str:
+    """Name prefix of this process's temporaries for ``path`` (what
+    :func:`remove_stale_temporaries` recognises once the process is gone)."""
+    final = Path(path)
+    return f"{_tmp_prefix(final)}{_host()}.{os.getpid()}."
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(out: str | Path) -> list[Path]:
+    """Remove what interrupted writes of ``out`` left beside it; return the paths removed.
+
+    Only temporaries made on this host by a process that no longer runs are removed; the others (a
+    run still going, another host of a shared file system) are left alone and never read.
+    """
+    final = Path(out)
+    prefix = _tmp_prefix(final)
+    removed: list[Path] = []
+    if not final.parent.is_dir():
+        return removed
+    host = _host()
+    for path in final.parent.iterdir():
+        if not path.name.startswith(prefix):
+            continue
+        parts = path.name[len(prefix) :].rsplit(".", 2)
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        _remove(path, ignore_errors=True)
+        removed.append(path)
+        log.warning("removed %s, left by an interrupted write (process %d)", path.name, pid)
+    return removed
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | Path, *, force: bool = False, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(
+    path: str | Path, *, force: bool = False, is_dir: bool = False, remove_stale: bool = False
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
-    With ``is_dir`` the temporary path is an (empty) folder. On error the temporary is removed
-    and ``path`` is left untouched. An existing ``path`` is replaced only with ``force``.
+    With ``is_dir`` the temporary path is an (empty) folder. On error (or ``KeyboardInterrupt``)
+    the temporary is removed and ``path`` is left untouched. An existing ``path`` is replaced only
+    with ``force``. Temporaries are named after ``path``, this host and this process, so a killed
+    process leaves only a temporary; with ``remove_stale`` (for large outputs, where leftovers
+    matter: it lists the parent folder) the temporaries of dead processes are removed first
+    (:func:`remove_stale_temporaries`).
     """
     final = Path(path)
     check_overwrite(final, force)
     final.parent.mkdir(parents=True, exist_ok=True)
+    if remove_stale:
+        remove_stale_temporaries(final)
+    prefix = temp_prefix(final)
     if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=TMP_PREFIX, dir=final.parent))
+        tmp = Path(tempfile.mkdtemp(prefix=prefix, dir=final.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
+        fd, name = tempfile.mkstemp(prefix=prefix, dir=final.parent)
         os.close(fd)
         tmp = Path(name)
     try:
@@ -77,7 +145,7 @@ def atomic_path(path: str | Path, *, force: bool = False, is_dir: bool = False) 
         os.umask(umask)
         os.chmod(final, (0o777 if is_dir else 0o666) & ~umask)
     except BaseException:
-        _remove(tmp)
+        _remove(tmp, ignore_errors=True)
         raise
 
 

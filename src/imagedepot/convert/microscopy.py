@@ -31,7 +31,7 @@ OME-Zarr layout (bioformats2raw transitional layout of NGFF 0.4 / 0.5)::
 Outputs are written under a temporary name beside the target
 (``.imagedepot-tmp-<name>.<host>.<pid>.<random>``) and renamed when complete, so an interrupted
 conversion never leaves a complete-looking ``.ome.zarr`` or ``.ome.tif``; the next conversion to
-the same output removes what a killed one left (:func:`remove_stale_temporaries`).
+the same output removes what a killed one left (:func:`imagedepot.io.remove_stale_temporaries`).
 """
 
 from __future__ import annotations
@@ -45,8 +45,6 @@ import math
 import os
 import queue
 import re
-import shutil
-import socket
 import sys
 import tempfile
 import threading
@@ -60,7 +58,7 @@ import numpy as np
 
 from imagedepot.convert import AXES, ConvertReport, ImageSource, SeriesInfo
 from imagedepot.errors import ImagedepotError, InputError
-from imagedepot.io import TMP_PREFIX, check_overwrite
+from imagedepot.io import atomic_path, check_overwrite, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -521,102 +519,6 @@ def check_series(source: ImageSource) -> None:
             raise InputError(
                 source.path, f"series {info.index} has a zero-size dimension ({sizes})"
             )
-
-
-# --------------------------------------------------------------------------- staged outputs
-
-
-def _host() -> str:
-    # Dots are fine (the name is split from the right); path separators are not.
-    return (socket.gethostname() or "localhost").replace(os.sep, "_")
-
-
-def _stage_prefix(out: Path) -> str:
-    return f"{TMP_PREFIX}{out.name}."
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def _remove_path(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    elif os.path.lexists(path):
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-
-
-def remove_stale_temporaries(out: str | Path) -> list[Path]:
-    """Remove what interrupted conversions to ``out`` left beside it; return the paths removed.
-
-    Conversions write under ``.imagedepot-tmp-<out name>.<host>.<pid>.<random>`` beside ``out``.
-    Only temporaries made on this host by a process that no longer runs are removed; the others (a
-    run still going, another host of a shared file system) are left alone and never read.
-    """
-    out = Path(out)
-    prefix = _stage_prefix(out)
-    removed: list[Path] = []
-    if not out.parent.is_dir():
-        return removed
-    host = _host()
-    for path in out.parent.iterdir():
-        if not path.name.startswith(prefix):
-            continue
-        parts = path.name[len(prefix) :].rsplit(".", 2)
-        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
-            continue
-        pid = int(parts[1])
-        if pid == os.getpid() or _pid_alive(pid):
-            continue
-        _remove_path(path)
-        removed.append(path)
-        log.warning("removed %s, left by an interrupted conversion (process %d)", path.name, pid)
-    return removed
-
-
-def _stage_name(out: Path) -> str:
-    return f"{_stage_prefix(out)}{_host()}.{os.getpid()}."
-
-
-@contextlib.contextmanager
-def staged_output(out: str | Path, *, force: bool = False, is_dir: bool = False) -> Iterator[Path]:
-    """Yield a temporary path beside ``out``, renamed onto ``out`` when the block succeeds.
-
-    On any error (or ``KeyboardInterrupt``) the temporary is removed and ``out`` is untouched; a
-    killed process leaves only the temporary, which the next conversion to ``out`` on this host
-    removes (:func:`remove_stale_temporaries`). An existing ``out`` is replaced only with
-    ``force``. Like :func:`imagedepot.io.atomic_path`, with names that tie a temporary to its
-    output and process.
-    """
-    final = Path(out)
-    check_overwrite(final, force)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(final)
-    if is_dir:
-        tmp = Path(tempfile.mkdtemp(prefix=_stage_name(final), dir=final.parent))
-    else:
-        fd, name = tempfile.mkstemp(prefix=_stage_name(final), dir=final.parent)
-        os.close(fd)
-        tmp = Path(name)
-    try:
-        yield tmp
-        if os.path.lexists(final):
-            _remove_path(final)
-        os.replace(tmp, final)
-        # mkstemp/mkdtemp create 0600/0700; outputs get the usual umask-derived mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(final, (0o777 if is_dir else 0o666) & ~umask)
-    except BaseException:
-        _remove_path(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- pyramid
@@ -1385,7 +1287,7 @@ def convert_to_ome_zarr(
         report.versions = {**source.versions(), "zarr": str(zarr.__version__)}
         report.messages.extend(source.notes)
         with (
-            staged_output(out, force=force, is_dir=True) as tmp,
+            atomic_path(out, force=force, is_dir=True, remove_stale=True) as tmp,
             zarr.config.set({"async.concurrency": max(2, 2 * n_threads)}),
         ):
             root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
@@ -1689,8 +1591,8 @@ def convert_to_ome_tiff(
         if note:
             report.messages.append(note)
         with (
-            staged_output(out, force=force) as tmp,
-            tempfile.TemporaryDirectory(prefix=_stage_name(out), dir=out.parent) as scratch,
+            atomic_path(out, force=force, remove_stale=True) as tmp,
+            tempfile.TemporaryDirectory(prefix=temp_prefix(out), dir=out.parent) as scratch,
             tifffile.TiffWriter(tmp, bigtiff=True, ome=False) as tw,
         ):
             for s, info in enumerate(source.series):
@@ -1720,7 +1622,5 @@ __all__ = [
     "ome_tiff_xml",
     "open_source",
     "parse_ome_xml",
-    "remove_stale_temporaries",
-    "staged_output",
     "subsample_2x2",
 ]
