@@ -15,7 +15,6 @@ only; it belongs in the linkage folder, never under ``results/``.
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from imagedepot.deid.pseudonym import DEFAULT_KEY_ENV
-from imagedepot.errors import ConfigError, PolicyError
+from imagedepot.errors import PolicyError
 
 
 def _common(p: argparse.ArgumentParser, *, subject_required: bool) -> None:
@@ -189,38 +188,27 @@ def run_nifti(args: argparse.Namespace) -> int:
     """``imagedepot deid nifti``."""
     from imagedepot.deid.nifti import deidentify_nifti
 
-    policy, pseudonymizer = _setup(args, args.subject)
-    kwargs: dict[str, Any] = {}
-    if args.sidecar is not None:
-        if "sidecar" not in inspect.signature(deidentify_nifti).parameters:
-            raise ConfigError("--sidecar is not supported by this version of deidentify_nifti")
-        kwargs["sidecar"] = args.sidecar
-    result = deidentify_nifti(
-        args.src,
-        args.out,
-        policy_options=policy.deid_options,
-        pseudonymizer=pseudonymizer,
-        subject=args.subject,
-        force=args.force,
-        **kwargs,
-    )
-    out = result.to_dict()
-    out["policy"] = policy.to_provenance()
-    return _finish(args, out, (args.subject, pseudonymizer.subject_id(args.subject)))
+    return _run_format(args, deidentify_nifti, sidecar=args.sidecar)
 
 
 def run_ome(args: argparse.Namespace) -> int:
     """``imagedepot deid ome``."""
     from imagedepot.deid.ome import deidentify_ome
 
+    return _run_format(args, deidentify_ome)
+
+
+def _run_format(args: argparse.Namespace, deidentify: Any, **extra: Any) -> int:
+    """Run a NIfTI or OME de-identifier with the policy's options and report like ``deid dicom``."""
     policy, pseudonymizer = _setup(args, args.subject)
-    result = deidentify_ome(
+    result = deidentify(
         args.src,
         args.out,
         policy_options=policy.deid_options,
         pseudonymizer=pseudonymizer,
         subject=args.subject,
         force=args.force,
+        **extra,
     )
     out = result.to_dict()
     out["policy"] = policy.to_provenance()
