@@ -1,14 +1,17 @@
 # imagedepot: raw imaging data -> open formats -> de-identified -> FHIR-linked -> staged for deposit.
 #
-# Output path scheme (all under results/, logs under logs/<rule>/, benchmarks under benchmarks/<rule>/):
-#   results/ingest/manifest.json          every input file, grouped into items (trusted zone)
-#   results/ingest/items/<item>.json      one item (DICOM series, microscopy image, NIfTI file)
-#   results/convert/<item>/               open formats made from the originals (trusted zone)
-#   results/deid/<item>/                  de-identified outputs + provenance.json (+ action log)
-#   results/leakcheck/<item>.json         leak gate verdict: clean / leak / quarantined
-#   results/fhir/<dataset>/               FHIR transaction bundle (only when clean) + status.json
-#   results/stage/<destination>/          what leaves: data, bundles, MANIFEST.sha256, summary.json
-#   results/summary.json                  found = processed + quarantined + excluded
+# Output path scheme (all under results/, logs under logs/<rule>/, benchmarks under benchmarks/<rule>/).
+# A folder output X/ is tracked by its marker X.tree.json (every file with size and SHA-256; on
+# object storage the package uploads the folder itself: src/imagedepot/storage.py).
+#   results/ingest/manifest.json             every input file, grouped into items and batches
+#   results/convert/batch-NNNN/<item>/       open formats made from the originals (trusted zone)
+#   results/deid/batch-NNNN/<item>/          de-identified outputs + provenance.json (+ action log)
+#   results/leakcheck/batch-NNNN/<item>.json leak gate verdict: clean / leak / quarantined
+#   results/fhir/<dataset>/bundle.json       FHIR transaction bundle (only when clean) + status
+#   results/bids/                            BIDS-like tree of the de-identified NIfTI
+#   results/stage/<destination>/             what leaves: data, bundles, MANIFEST.sha256, summary.json
+#   results/bia/<destination>/               BioImage Archive packages (bia destinations)
+#   results/summary.json                     found = processed + quarantined + excluded
 # Network targets (never in `all`): see rules/deposit.smk.
 
 

@@ -2,12 +2,17 @@
 # All logic lives in the imagedepot package; this file only wires it in.
 
 import json
+import os
+import shlex
 
 from snakemake.utils import validate
 
 from imagedepot.config import schema_path
 from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import load_samples
+from imagedepot.storage import ENV_PREFIX as STORAGE_ENV_PREFIX
+from imagedepot.storage import ENV_ROOT as STORAGE_ENV_ROOT
+from imagedepot.storage import Storage
 
 validate(config, schema=str(schema_path("config")))
 
@@ -30,8 +35,53 @@ def config_json(*sections):
 
 
 MANIFEST = "results/ingest/manifest.json"
-ITEMS_DIR = "results/ingest/items"
 ENV = "../envs/imagedepot.yaml"
+
+
+def _object_storage_env():
+    """With a default storage provider (profiles/kubernetes, --default-storage-provider s3), every
+    input and output is an object under the storage prefix and a job sees Snakemake's local copy.
+    The package learns from the environment where those copies live and where the bucket is
+    (imagedepot.storage): it maps the manifest's logical paths to the copies and uploads folder
+    outputs (trees) itself. It talks to S3 with boto3: hand it the plugin's endpoint and keys when
+    the standard AWS variables do not set them already."""
+    provider = workflow.storage_registry.default_storage_provider
+    if provider is None:
+        return {}
+    prefix = (workflow.storage_settings.default_storage_prefix or "").rstrip("/")
+    if not prefix.startswith("s3://"):
+        raise ValueError(
+            "imagedepot on object storage: use --default-storage-provider s3 with "
+            "--default-storage-prefix s3://<bucket>/<prefix>"
+        )
+    env = {
+        STORAGE_ENV_PREFIX: prefix,
+        STORAGE_ENV_ROOT: str(provider.object(f"{prefix}/x").local_path().parent),
+    }
+    for attr, var in (
+        ("endpoint_url", "AWS_ENDPOINT_URL_S3"),
+        ("access_key", "AWS_ACCESS_KEY_ID"),
+        ("secret_key", "AWS_SECRET_ACCESS_KEY"),
+    ):
+        value = getattr(provider.settings, attr, None)
+        if value and var not in os.environ:
+            env[var] = str(value)
+    return env
+
+
+os.environ.update(_object_storage_env())
+
+
+def tree(path):
+    """A folder output or input, tracked by its marker (imagedepot.storage): Snakemake's
+    directory() outputs are unreliable on object storage, markers are plain files."""
+    return f"{path}.tree.json"
+
+
+def cohort_file(path):
+    """A cohort-definition file (sample sheet, policy): read where the workflow runs (it ships
+    with the workflow's sources on Kubernetes), never from object storage."""
+    return local(path)
 
 
 wildcard_constraints:
@@ -43,6 +93,9 @@ wildcard_constraints:
 def _manifest():
     """The scan's manifest (waits for the scan checkpoint)."""
     path = checkpoints.scan_inputs.get().output.manifest
+    if not os.path.exists(path):
+        # Object storage: the scan ran in an earlier invocation; fetch this process's copy.
+        Storage.from_env().fetch(path)
     with open(path, encoding="utf-8") as fh:
         return json.load(fh)
 
@@ -71,7 +124,15 @@ def get_batch_originals(wildcards):
 
 def get_batch_policies(wildcards):
     """The policy files used by a batch's items."""
-    return sorted({config["policies"][i["policy"]] for i in _batch_items(wildcards)})
+    return [
+        cohort_file(p)
+        for p in sorted({config["policies"][i["policy"]] for i in _batch_items(wildcards)})
+    ]
+
+
+def get_all_originals(wildcards):
+    """The original files of every item to process (the FHIR leak gate reads them)."""
+    return [f["path"] for i in _pending_items() for f in i["files"]]
 
 
 def get_convert_mem_mb(wildcards, attempt):
@@ -86,35 +147,24 @@ def get_batch_runtime(wildcards, attempt):
     return sum(runtime_min(i, attempt=attempt) for i in _batch_items(wildcards))
 
 
-def get_batch_dirs(stage):
-    """Input function: every batch folder of one stage (convert, deid, leakcheck)."""
+def get_batch_trees(stage):
+    """Input function: the tree markers of every batch of one stage (convert, deid, leakcheck)."""
 
     def get(wildcards):
-        return [f"results/{stage}/batch-{b}" for b in _batch_ids(_pending_items())]
+        return [tree(f"results/{stage}/batch-{b}") for b in _batch_ids(_pending_items())]
 
     return get
-
-
-def get_dataset_batch_dirs(stage):
-    """Input function: the batch folders of one stage that hold a dataset's items."""
-
-    def get(wildcards):
-        items = [i for i in _pending_items() if i["dataset"] == wildcards.dataset]
-        return [f"results/{stage}/batch-{b}" for b in _batch_ids(items)]
-
-    return get
-
-
-def get_fhir_dirs(wildcards):
-    """FHIR bundle folders of every dataset with items to process."""
-    datasets = sorted({i["dataset"] for i in _pending_items()})
-    return [f"results/fhir/{d}" for d in datasets]
 
 
 def get_fhir_clinical(wildcards):
     """The clinical records file, when the config names one."""
     clinical = config.get("fhir", {}).get("clinical")
     return [clinical] if clinical else []
+
+
+def get_clinical_flag(wildcards, input):
+    """`--clinical FILE` (the job's copy of the clinical records) when the config names one."""
+    return f"--clinical {shlex.quote(input.clinical[0])}" if input.clinical else ""
 
 
 def get_fhir_server_url(wildcards):
@@ -137,9 +187,9 @@ def get_staged_destinations():
     return sorted(d for d in config["destinations"] if d in used)
 
 
-def get_stage_dirs(wildcards):
-    """Staged folders of the destinations."""
-    return [f"results/stage/{d}" for d in get_staged_destinations()]
+def get_stage_trees(wildcards):
+    """Staged folders (tree markers) of the destinations."""
+    return [tree(f"results/stage/{d}") for d in get_staged_destinations()]
 
 
 def get_convert_flags(wildcards):
@@ -192,7 +242,7 @@ def get_bids_rules_flag(wildcards):
 def get_final_output(wildcards):
     """What `snakemake` builds by default: the run summary (which needs every stage), and the
     local staging of the repository destinations (XNAT plans, BioImage Archive packages)."""
-    out = ["results/summary.json", "results/bids"]
+    out = ["results/summary.json", tree("results/bids")]
     out += [f"results/stage/{d}.xnat-plan.json" for d in get_destinations_of_type("xnat")]
-    out += [f"results/bia/{d}" for d in get_destinations_of_type("bia")]
+    out += [tree(f"results/bia/{d}") for d in get_destinations_of_type("bia")]
     return out

@@ -1,13 +1,14 @@
 # Convert: originals -> open formats, inside the trusted zone (originals are never modified).
-# One job per batch of items (scan.batch_size), each item in its own folder inside the batch.
+# One job per batch of items (scan.batch_size), each item in its own folder inside the batch;
+# the batch folder is tracked by its tree marker (rules/common.smk: tree()).
 
 
 rule convert_batch:
     input:
-        item_dir=ITEMS_DIR,
+        manifest=MANIFEST,
         originals=get_batch_originals,
     output:
-        directory("results/convert/batch-{batch}"),
+        tree("results/convert/batch-{batch}"),
     log:
         "logs/convert_batch/{batch}.log",
     benchmark:
@@ -23,18 +24,18 @@ rule convert_batch:
     params:
         flags=get_convert_flags,
     shell:
-        "imagedepot batch convert {input.item_dir:q} {wildcards.batch} {output:q}"
+        "imagedepot batch convert {input.manifest:q} {wildcards.batch} {output:q}"
         " {params.flags} --jobs {threads} > {log:q} 2>&1"
 
 
 rule build_bids_tree:
     input:
         manifest=MANIFEST,
-        convert=get_batch_dirs("convert"),
-        deid=get_batch_dirs("deid"),
-        leaks=get_batch_dirs("leakcheck"),
+        convert=get_batch_trees("convert"),
+        deid=get_batch_trees("deid"),
+        leaks=get_batch_trees("leakcheck"),
     output:
-        directory("results/bids"),
+        tree("results/bids"),
     log:
         "logs/build_bids_tree/bids.log",
     conda:
@@ -46,5 +47,5 @@ rule build_bids_tree:
     params:
         rules=get_bids_rules_flag,
     shell:
-        "imagedepot convert bids {input.manifest:q} {output:q} --convert-root results/convert"
-        " --deid-root results/deid --leak-root results/leakcheck {params.rules} > {log:q} 2>&1"
+        "imagedepot convert bids {input.manifest:q} {output:q} --convert-root {input.convert:q}"
+        " --deid-root {input.deid:q} --leak-root {input.leaks:q} {params.rules} > {log:q} 2>&1"

@@ -3,11 +3,12 @@
 
 rule deidentify_batch:
     input:
-        item_dir=ITEMS_DIR,
-        converted="results/convert/batch-{batch}",
+        manifest=MANIFEST,
+        converted=tree("results/convert/batch-{batch}"),
+        originals=get_batch_originals,
         policies=get_batch_policies,
     output:
-        directory("results/deid/batch-{batch}"),
+        tree("results/deid/batch-{batch}"),
     log:
         "logs/deidentify_batch/{batch}.log",
     benchmark:
@@ -23,16 +24,17 @@ rule deidentify_batch:
     params:
         config=config_json(),
     shell:
-        "imagedepot batch deid {input.item_dir:q} {wildcards.batch} {input.converted:q}"
+        "imagedepot batch deid {input.manifest:q} {wildcards.batch} {input.converted:q}"
         " {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"
 
 
 rule check_leaks_batch:
     input:
-        item_dir=ITEMS_DIR,
-        deid="results/deid/batch-{batch}",
+        manifest=MANIFEST,
+        deid=tree("results/deid/batch-{batch}"),
+        originals=get_batch_originals,
     output:
-        directory("results/leakcheck/batch-{batch}"),
+        tree("results/leakcheck/batch-{batch}"),
     log:
         "logs/check_leaks_batch/{batch}.log",
     group:
@@ -44,5 +46,5 @@ rule check_leaks_batch:
         mem_mb=2048,
         runtime=get_batch_runtime,
     shell:
-        "imagedepot batch leakcheck {input.item_dir:q} {wildcards.batch} {input.deid:q}"
+        "imagedepot batch leakcheck {input.manifest:q} {wildcards.batch} {input.deid:q}"
         " {output:q} --jobs {threads} > {log:q} 2>&1"

@@ -7,7 +7,7 @@
 
 rule verify_deposit:
     input:
-        "results/stage/{destination}",
+        tree("results/stage/{destination}"),
     output:
         "results/deposit/{destination}.verified.txt",
     log:
@@ -24,7 +24,7 @@ rule verify_deposit:
 
 rule deposit_xnat:
     input:
-        staged="results/stage/{destination}",
+        staged=tree("results/stage/{destination}"),
         plan="results/stage/{destination}.xnat-plan.json",
     output:
         "results/deposit/{destination}.xnat-receipt.json",
@@ -46,7 +46,7 @@ rule deposit_xnat:
 
 rule deposit_bia:
     input:
-        "results/bia/{destination}",
+        tree("results/bia/{destination}"),
     output:
         "results/deposit/{destination}.bia.json",
     log:

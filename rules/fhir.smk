@@ -1,34 +1,37 @@
 # FHIR: one transaction bundle per dataset, from de-identified, leak-checked items only.
+# One job for every dataset (results/fhir/<dataset>/bundle.json + bundle.status.json).
 
 
-rule build_fhir_bundle:
+rule build_fhir_bundles:
     input:
-        item_dir=ITEMS_DIR,
-        deid=get_dataset_batch_dirs("deid"),
-        leaks=get_dataset_batch_dirs("leakcheck"),
-        convert=get_dataset_batch_dirs("convert"),
+        manifest=MANIFEST,
+        deid=get_batch_trees("deid"),
+        leaks=get_batch_trees("leakcheck"),
+        convert=get_batch_trees("convert"),
+        originals=get_all_originals,
         clinical=get_fhir_clinical,
     output:
-        directory("results/fhir/{dataset}"),
+        tree("results/fhir"),
     log:
-        "logs/build_fhir_bundle/{dataset}.log",
+        "logs/build_fhir_bundles/fhir.log",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=1024,
-        runtime=30,
+        mem_mb=2048,
+        runtime=60,
     params:
         config=config_json("fhir"),
+        clinical=get_clinical_flag,
     shell:
-        "imagedepot fhir bundle {wildcards.dataset:q} --items-dir {input.item_dir:q}"
-        " --deid-root results/deid --leak-root results/leakcheck --convert-root results/convert"
-        " --out {output:q}/bundle.json --config-json {params.config:q} > {log:q} 2>&1"
+        "imagedepot fhir bundle --manifest {input.manifest:q} --deid-root {input.deid:q}"
+        " --leak-root {input.leaks:q} --convert-root {input.convert:q} {params.clinical}"
+        " --out-dir {output:q} --config-json {params.config:q} > {log:q} 2>&1"
 
 
 rule push_fhir_bundle:
     input:
-        "results/fhir/{dataset}",
+        tree("results/fhir"),
     output:
         "results/fhir_push/{dataset}.json",
     log:
@@ -44,7 +47,8 @@ rule push_fhir_bundle:
         retries=config.get("fhir", {}).get("push_retries", 4),
         token_env=config.get("fhir", {}).get("token_env", "IMAGEDEPOT_FHIR_TOKEN"),
     shell:
-        "imagedepot fhir push {input:q}/bundle.json --url {params.url:q} --retries {params.retries}"
+        "imagedepot fhir push {wildcards.dataset:q}/bundle.json --tree {input:q}"
+        " --url {params.url:q} --retries {params.retries}"
         " --token-env {params.token_env:q} --report {output:q} > {log:q} 2>&1"
 
 

@@ -3,18 +3,17 @@
 
 checkpoint scan_inputs:
     input:
-        samples=config["samples"],
+        samples=cohort_file(config["samples"]),
+        policies=[cohort_file(p) for p in config["policies"].values()],
+        inbox=config["inbox"],
     output:
         manifest=MANIFEST,
-        item_dir=directory(ITEMS_DIR),
     log:
         "logs/scan_inputs/scan.log",
     conda:
         ENV
     params:
-        inbox=config["inbox"],
         config=config_json("scan"),
     shell:
-        "imagedepot scan {params.inbox:q} --samples {input.samples:q}"
-        " --config-json {params.config:q} --out {output.manifest:q}"
-        " --items-dir {output.item_dir:q} --force > {log:q} 2>&1"
+        "imagedepot scan {input.inbox:q} --samples {input.samples:q}"
+        " --config-json {params.config:q} --out {output.manifest:q} --force > {log:q} 2>&1"

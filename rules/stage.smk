@@ -4,11 +4,12 @@
 rule stage_destination:
     input:
         manifest=MANIFEST,
-        leaks=get_batch_dirs("leakcheck"),
-        deid=get_batch_dirs("deid"),
-        fhir=get_fhir_dirs,
+        leaks=get_batch_trees("leakcheck"),
+        deid=get_batch_trees("deid"),
+        fhir=tree("results/fhir"),
+        policies=[cohort_file(p) for p in config["policies"].values()],
     output:
-        directory("results/stage/{destination}"),
+        tree("results/stage/{destination}"),
     log:
         "logs/stage_destination/{destination}.log",
     conda:
@@ -21,17 +22,17 @@ rule stage_destination:
         config=config_json(),
     shell:
         "imagedepot stage local {wildcards.destination:q} {output:q}"
-        " --manifest {input.manifest:q} --deid-root results/deid"
-        " --leak-root results/leakcheck --fhir-root results/fhir"
+        " --manifest {input.manifest:q} --deid-root {input.deid:q}"
+        " --leak-root {input.leaks:q} --fhir-root {input.fhir:q}"
         " --config-json {params.config:q} > {log:q} 2>&1"
 
 
 rule summarize_run:
     input:
         manifest=MANIFEST,
-        leaks=get_batch_dirs("leakcheck"),
-        stages=get_stage_dirs,
-        fhir=get_fhir_dirs,
+        leaks=get_batch_trees("leakcheck"),
+        stages=get_stage_trees,
+        fhir=tree("results/fhir"),
     output:
         "results/summary.json",
     log:
@@ -43,13 +44,13 @@ rule summarize_run:
         mem_mb=512,
         runtime=10,
     shell:
-        "imagedepot summary --manifest {input.manifest:q} --leak-root results/leakcheck --fhir-root results/fhir"
-        " --stage-dirs {input.stages:q} --out {output:q} 2> {log:q}"
+        "imagedepot summary --manifest {input.manifest:q} --leak-root {input.leaks:q}"
+        " --fhir-root {input.fhir:q} --stage-dirs {input.stages:q} --out {output:q} 2> {log:q}"
 
 
 rule stage_xnat:
     input:
-        "results/stage/{destination}",
+        tree("results/stage/{destination}"),
     output:
         "results/stage/{destination}.xnat-plan.json",
     log:
@@ -69,10 +70,10 @@ rule stage_xnat:
 
 rule stage_bia:
     input:
-        staged="results/stage/{destination}",
-        item_dir=ITEMS_DIR,
+        staged=tree("results/stage/{destination}"),
+        manifest=MANIFEST,
     output:
-        directory("results/bia/{destination}"),
+        tree("results/bia/{destination}"),
     log:
         "logs/stage_bia/{destination}.log",
     conda:
@@ -85,4 +86,4 @@ rule stage_bia:
         config=config_json(),
     shell:
         "imagedepot stage bia {wildcards.destination:q} {output:q} --staged {input.staged:q}"
-        " --items-dir {input.item_dir:q} --config-json {params.config:q} > {log:q} 2>&1"
+        " --manifest {input.manifest:q} --config-json {params.config:q} > {log:q} 2>&1"

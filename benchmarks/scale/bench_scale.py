@@ -158,7 +158,7 @@ def plain_loop(work: Path, config_path: Path, jobs: int) -> float:
             run_batch("leakcheck", res / "items", b, res / "leakcheck" / name,
                       upstream=res / "deid" / name, jobs=jobs)  # fmt: skip
         for ds in datasets:
-            bundle_dataset(ds.dataset_id, items_dir=res / "items", deid_root=res / "deid",
+            bundle_dataset(ds.dataset_id, manifest=res / "manifest.json", deid_root=res / "deid",
                            leak_root=res / "leakcheck", out=res / "fhir" / ds.dataset_id / "bundle.json",
                            config=config)  # fmt: skip
         stage_destination("local", "internal",
@@ -193,7 +193,7 @@ def main() -> None:
         work, config, "-n", "--forcerun", "convert_batch", "deidentify_batch", "check_leaks_batch"
     )
     rules = {"all", "scan_inputs", "convert_batch", "deidentify_batch", "check_leaks_batch",
-             "build_fhir_bundle", "build_bids_tree", "stage_destination", "summarize_run"}  # fmt: skip
+             "build_fhir_bundles", "build_bids_tree", "stage_destination", "summarize_run"}  # fmt: skip
     counts = {}
     for line in dry.splitlines():
         parts = line.split()

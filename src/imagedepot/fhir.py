@@ -1086,25 +1086,14 @@ def item_path(root: Path, item: Mapping[str, Any], suffix: str = "") -> Path:
     return flat if flat.exists() and not batched.exists() else batched
 
 
-def _dataset_items(items_dir: Path, dataset_id: str) -> list[dict[str, Any]]:
-    """The item records of one dataset (item files are named ``<dataset>-<kind><NNN>.json``)."""
-    from imagedepot.io import read_json
-
-    found = (read_json(p) for p in sorted(items_dir.glob(f"{dataset_id}-*.json")))
-    return [i for i in found if i.get("dataset") == dataset_id]
-
-
-def _known_subjects(config: Mapping[str, Any], items_dir: Path) -> set[str]:
+def _known_subjects(config: Mapping[str, Any], items: Sequence[Mapping[str, Any]]) -> set[str]:
     """Every subject of the sample sheet (``samples`` of the config), else of every item."""
-    from imagedepot.io import read_json
-
     sheet = config.get("samples")
     if sheet and Path(sheet).is_file():
         from imagedepot.samplesheet import read_table
 
         return {r["subject"].strip() for r in read_table(sheet) if r.get("subject", "").strip()}
-    found = (read_json(p) for p in sorted(items_dir.glob("*.json")))
-    return {str(i["subject"]) for i in found if i.get("subject")}
+    return {str(i["subject"]) for i in items if i.get("subject")}
 
 
 def _status_path(out: Path) -> Path:
@@ -1114,7 +1103,7 @@ def _status_path(out: Path) -> Path:
 def bundle_dataset(
     dataset_id: str,
     *,
-    items_dir: Path,
+    manifest: Path | Mapping[str, Any],
     deid_root: Path,
     leak_root: Path,
     out: Path,
@@ -1140,9 +1129,11 @@ def bundle_dataset(
     """
     from imagedepot.io import read_json, write_json
     from imagedepot.leakcheck import allowed_kinds_for_options, harvest, scan
+    from imagedepot.pipeline import all_item_files, manifest_items
 
     fcfg = config.get("fhir", {})
-    items = [i for i in _dataset_items(items_dir, dataset_id) if i["status"] == "pending"]
+    every = manifest_items(manifest)
+    items = [i for i in every if i.get("dataset") == dataset_id and i["status"] == "pending"]
     outcomes: list[ItemOutcome] = []
     pseudonym = None
     policy: dict[str, Any] = {}
@@ -1171,7 +1162,7 @@ def bundle_dataset(
                 convert_provenance=conv,
             )
         )
-        originals.extend(Path(f["path"]) for f in item["files"])
+        originals.extend(all_item_files(item))
     status_path = _status_path(out)
     if not outcomes or pseudonym is None:
         status: dict[str, Any] = {"dataset": dataset_id, "status": "empty", "entries": 0}
@@ -1182,7 +1173,7 @@ def bundle_dataset(
 
     subjects = sorted({i["subject"] for i in items if i.get("subject")})
     if clinical is not None:
-        subjects = sorted(set(subjects) | _known_subjects(config, items_dir))
+        subjects = sorted(set(subjects) | _known_subjects(config, every))
     allow = allowed_kinds_for_options(policy.get("deid_options", []))
     ids = harvest(originals, extra=subjects)
     linkage = None

@@ -21,6 +21,7 @@ from imagedepot.errors import ConfigError, InputError
 from imagedepot.io import file_record, iter_files, write_json
 from imagedepot.provenance import now, tool_versions
 from imagedepot.samplesheet import Dataset
+from imagedepot.storage import Storage
 
 log = logging.getLogger(__name__)
 
@@ -426,7 +427,8 @@ def scan(
     batch_size
         Items per batch (cluster profiles run one batch per scheduler job).
     """
-    inbox_p = Path(inbox)
+    storage = Storage.from_env()
+    inbox_p = storage.local(inbox)
     if not inbox_p.is_dir():
         raise ConfigError(f"{inbox_p}: inbox folder not found")
     manifest = Manifest(inbox=str(inbox_p), samples=str(sheet) if sheet else None)
@@ -440,7 +442,7 @@ def scan(
             raise ConfigError("scan: datasets given without the sample sheet path")
         claimed: dict[Path, str] = {}
         for ds in datasets:
-            files = resolve_source(ds.source_path(Path(sheet)))
+            files = resolve_source(str(storage.local(ds.source_path(Path(sheet)))))
             if ds.modality_class == "nifti":
                 files = _with_sidecars(files)
             if not files:
@@ -489,5 +491,13 @@ def scan(
     pending = [i for i in manifest.items if i.status == "pending"]
     for n, item in enumerate(pending):
         item.batch = n // batch_size
+    if storage.remote:
+        # The job read Snakemake's local copies; the manifest names files by logical path.
+        manifest.inbox = storage.logical(inbox_p)
+        for item in manifest.items:
+            for rec in item.files:
+                rec["path"] = storage.logical(rec["path"])
+        for q in manifest.quarantine:
+            q["path"] = storage.logical(q["path"])
     log.info("scan: %s", manifest.counts())
     return manifest

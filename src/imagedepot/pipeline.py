@@ -16,25 +16,51 @@ from pathlib import Path
 from typing import Any
 
 from imagedepot.errors import ImagedepotError, InputError
-from imagedepot.io import atomic_path, iter_files, read_json, write_json, write_private_text
+from imagedepot.io import (
+    atomic_path,
+    file_record,
+    iter_files,
+    read_json,
+    write_json,
+    write_private_text,
+)
 from imagedepot.provenance import Provenance
+from imagedepot.storage import Storage, finish_output, input_folder, output_folder
 
 log = logging.getLogger(__name__)
 
 PROVENANCE = "provenance.json"
 
 
-def load_item(path: str | Path) -> dict[str, Any]:
-    """Read one item JSON written by the scan."""
-    item: dict[str, Any] = read_json(path)
-    if "id" not in item or "kind" not in item or "files" not in item:
-        raise InputError(path, "not an item file of the manifest (needs id, kind, files)")
-    return item
+def load_item(item: str | Path | Mapping[str, Any]) -> dict[str, Any]:
+    """One item of the manifest: an item JSON written by the scan, or the item itself."""
+    data: dict[str, Any] = dict(item) if isinstance(item, Mapping) else read_json(item)
+    if "id" not in data or "kind" not in data or "files" not in data:
+        where = item if not isinstance(item, Mapping) else f"item {data.get('id', '?')}"
+        raise InputError(where, "not an item of the manifest (needs id, kind, files)")
+    return data
 
 
 def item_files(item: dict[str, Any], role: str | None = None) -> list[Path]:
-    """Paths of the item's files (those without a role, i.e. the primary files, unless ``role``)."""
-    return [Path(f["path"]) for f in item["files"] if f.get("role") == role]
+    """Files to open for the item (those without a role, i.e. the primary files, unless ``role``).
+
+    The manifest names files by logical path; on a storage run they are Snakemake's local copies
+    (:meth:`imagedepot.storage.Storage.local`).
+    """
+    storage = Storage.from_env()
+    return [storage.local(f["path"]) for f in item["files"] if f.get("role") == role]
+
+
+def all_item_files(item: dict[str, Any]) -> list[Path]:
+    """Every file of the item (primary files and sidecars), ready to open."""
+    storage = Storage.from_env()
+    return [storage.local(f["path"]) for f in item["files"]]
+
+
+def input_records(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """Provenance records of the item's originals: logical path (as in the manifest), size, SHA-256."""
+    storage = Storage.from_env()
+    return [file_record(storage.local(f["path"])) | {"path": f["path"]} for f in item["files"]]
 
 
 def read_status(folder: str | Path) -> dict[str, Any]:
@@ -123,7 +149,11 @@ class ConvertOptions:
 
 
 def convert_item(
-    item_json: str | Path, out: str | Path, options: ConvertOptions, *, force: bool = False
+    item_json: str | Path | Mapping[str, Any],
+    out: str | Path,
+    options: ConvertOptions,
+    *,
+    force: bool = False,
 ) -> Provenance:
     """Convert one item to open formats inside the trusted zone (originals untouched).
 
@@ -134,7 +164,7 @@ def convert_item(
     kind = item["kind"]
 
     def work(tmp: Path, prov: Provenance) -> None:
-        prov.add_inputs(Path(f["path"]) for f in item["files"])
+        prov.inputs.extend(input_records(item))
         prov.options = {"kind": kind} | options.__dict__
         if kind == "dicom":
             from imagedepot.convert.nifti import NoImageError, convert_dicom_series
@@ -200,7 +230,7 @@ def convert_item(
             for side in item_files(item, role="sidecar"):
                 shutil.copyfile(side, tmp / "nifti" / f"{item['id']}.json")
         else:
-            raise InputError(item_json, f"unknown item kind {kind!r}")
+            raise InputError(f"item {item['id']}", f"unknown item kind {kind!r}")
 
     return _run_step("convert", item, Path(out), work, force=force)
 
@@ -218,7 +248,7 @@ class DeidSettings:
 
 
 def deidentify_item(
-    item_json: str | Path,
+    item_json: str | Path | Mapping[str, Any],
     converted: str | Path,
     out: str | Path,
     settings: DeidSettings,
@@ -296,7 +326,11 @@ def deidentify_item(
 
 
 def leakcheck_item(
-    item_json: str | Path, deidentified: str | Path, report: str | Path, *, force: bool = True
+    item_json: str | Path | Mapping[str, Any],
+    deidentified: str | Path,
+    report: str | Path,
+    *,
+    force: bool = True,
 ) -> dict[str, Any]:
     """Run the leak gate on one item's de-identified outputs against its originals.
 
@@ -316,7 +350,7 @@ def leakcheck_item(
         }
     else:
         extra = [item["subject"]] if item.get("subject") else []
-        originals = [Path(f["path"]) for f in item["files"]]
+        originals = all_item_files(item)
         outputs = [p for p in deid.iterdir() if p.name != PROVENANCE]
         allow = allowed_kinds_for_options(frozenset(up.get("options", {}).get("deid_options", [])))
         rep = leakcheck(originals, outputs, extra=extra, allow_kinds=allow).to_dict()
@@ -350,27 +384,39 @@ def leak_report_path(root: str | Path, item: Mapping[str, Any]) -> Path:
     return Path(root) / batch_name(item.get("batch", 0)) / f"{item['id']}.json"
 
 
-def batch_items(items_dir: str | Path, batch: int) -> list[Path]:
-    """Item JSON files of one batch (items to process only), sorted by item id."""
-    out = []
-    for p in sorted(Path(items_dir).glob("*.json")):
-        item = read_json(p)
-        if item.get("status") == "pending" and int(item.get("batch", 0)) == int(batch):
-            out.append(p)
-    return out
+def manifest_items(manifest: str | Path | Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every item of the scan: from the manifest (path or loaded) or a folder of item JSONs."""
+    if isinstance(manifest, Mapping):
+        return list(manifest["items"])
+    if Path(manifest).is_dir():
+        return [read_json(p) for p in sorted(Path(manifest).glob("*.json"))]
+    return list(read_json(manifest)["items"])
 
 
-def _convert_one(args: tuple[str, str, ConvertOptions]) -> tuple[str, str]:
+def batch_items(manifest: str | Path | Mapping[str, Any], batch: int) -> list[dict[str, Any]]:
+    """The items of one batch that are to be processed (status pending), sorted by item id.
+
+    ``manifest`` is the scan's manifest (path or loaded), or a folder of item JSONs (``scan
+    --items-dir``)."""
+    chosen = [
+        i
+        for i in manifest_items(manifest)
+        if i.get("status") == "pending" and int(i.get("batch", 0)) == int(batch)
+    ]
+    return sorted(chosen, key=lambda i: str(i["id"]))
+
+
+def _convert_one(args: tuple[dict[str, Any], str, ConvertOptions]) -> tuple[str, str]:
     prov = convert_item(args[0], args[1], args[2], force=True)
     return prov.item or "", prov.status
 
 
-def _deid_one(args: tuple[str, str, str, DeidSettings]) -> tuple[str, str]:
+def _deid_one(args: tuple[dict[str, Any], str, str, DeidSettings]) -> tuple[str, str]:
     prov = deidentify_item(args[0], args[1], args[2], args[3], force=True)
     return prov.item or "", prov.status
 
 
-def _leak_one(args: tuple[str, str, str]) -> tuple[str, str]:
+def _leak_one(args: tuple[dict[str, Any], str, str]) -> tuple[str, str]:
     res = leakcheck_item(args[0], args[1], args[2])
     return str(res["item"]), str(res["status"])
 
@@ -391,7 +437,7 @@ def _map(fn: Callable[[Any], tuple[str, str]], tasks: list[Any], jobs: int) -> d
 
 def run_batch(
     step: str,
-    items_dir: str | Path,
+    manifest: str | Path | Mapping[str, Any],
     batch: int,
     out: str | Path,
     *,
@@ -403,12 +449,15 @@ def run_batch(
 ) -> dict[str, Any]:
     """Run one per-item step (``convert``, ``deidentify`` or ``leakcheck``) over a batch.
 
-    ``out`` is the batch folder (``<root>/batch-NNNN``), written atomically; ``upstream`` is the
-    previous step's batch folder. Returns the batch summary (item id → status), also written to
-    ``out/batch.json``.
+    ``out`` is the batch folder (``<root>/batch-NNNN``) or its tree marker
+    (``<root>/batch-NNNN.tree.json``: the folder beside it is written, then published to the marker
+    and, on a storage run, uploaded). The folder is written atomically. ``upstream`` is the previous
+    step's batch folder or marker. Returns the batch summary (item id → status), also written to
+    ``batch.json`` in the folder.
     """
-    items = batch_items(items_dir, batch)
-    with atomic_path(out, force=force, is_dir=True) as tmp:
+    items = batch_items(manifest, batch)
+    up = input_folder(upstream) if upstream is not None else None
+    with atomic_path(output_folder(out), force=force, is_dir=True) as tmp:
         if step == "convert":
             opts = convert_options or ConvertOptions()
             if jobs > 1 and opts.threads is None:
@@ -418,24 +467,20 @@ def run_batch(
                 from imagedepot.convert.microscopy import available_cpus
 
                 opts = replace(opts, threads=max(1, available_cpus() // jobs))
-            statuses = _map(_convert_one, [(str(p), str(tmp / p.stem), opts) for p in items], jobs)
+            statuses = _map(_convert_one, [(i, str(tmp / i["id"]), opts) for i in items], jobs)
         elif step == "deidentify":
-            if deid_settings is None or upstream is None:
+            if deid_settings is None or up is None:
                 raise ImagedepotError("deidentify batch needs the policy settings and upstream")
-            tasks = [
-                (str(p), str(Path(upstream) / p.stem), str(tmp / p.stem), deid_settings)
-                for p in items
-            ]
+            tasks = [(i, str(up / i["id"]), str(tmp / i["id"]), deid_settings) for i in items]
             statuses = _map(_deid_one, tasks, jobs)
         elif step == "leakcheck":
-            if upstream is None:
+            if up is None:
                 raise ImagedepotError("leakcheck batch needs the de-identified batch folder")
-            leak_tasks = [
-                (str(p), str(Path(upstream) / p.stem), str(tmp / f"{p.stem}.json")) for p in items
-            ]
+            leak_tasks = [(i, str(up / i["id"]), str(tmp / f"{i['id']}.json")) for i in items]
             statuses = _map(_leak_one, leak_tasks, jobs)
         else:
             raise ImagedepotError(f"unknown batch step {step!r}")
         summary = {"step": step, "batch": int(batch), "items": statuses}
         write_json(tmp / BATCH_SUMMARY, summary)
+    finish_output(out)
     return summary

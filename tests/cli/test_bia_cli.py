@@ -83,7 +83,7 @@ def test_stage_then_deposit_from_the_cli(
     rc = run(
         "stage", "bia", "bia", str(out),
         "--staged", str(demo_microscopy_stage.staged),
-        "--items-dir", str(demo_microscopy_stage.items_dir),
+        "--manifest", str(demo_microscopy_stage.items_dir),
         "--study-metadata", str(study),
         "--config", str(cfg),
     )  # fmt: skip
@@ -124,7 +124,7 @@ def test_stage_errors_name_the_missing_field(
         run(
             "stage", "bia", "bia", str(tmp_path / "out"),
             "--staged", str(demo_microscopy_stage.staged),
-            "--items-dir", str(demo_microscopy_stage.items_dir),
+            "--manifest", str(demo_microscopy_stage.items_dir),
             "--config", str(cfg),
         )  # fmt: skip
 

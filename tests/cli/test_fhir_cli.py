@@ -39,7 +39,7 @@ def _bundle_args(demo: DemoResults, out: Path, *extra: str, config: str | None =
         "fhir",
         "bundle",
         "dcm-subj01",
-        "--items-dir",
+        "--manifest",
         str(demo.items_dir),
         "--deid-root",
         str(demo.deid_root),

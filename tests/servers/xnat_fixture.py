@@ -216,7 +216,7 @@ def build_staged_demo(root: Path, destination: str = "xnat") -> Path:
     for ds in sorted({i.dataset for i in manifest.items if i.status == "pending"}):
         bundle_dataset(
             ds,
-            items_dir=res / "ingest" / "items",
+            manifest=res / "ingest" / "items",
             deid_root=res / "deid",
             leak_root=res / "leakcheck",
             out=res / "fhir" / ds / "bundle.json",

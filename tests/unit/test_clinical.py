@@ -291,7 +291,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResults:
 def _bundle_with(demo: DemoResults, clinical: Path, out: Path, key: bytes | None = None) -> dict:
     return bundle_dataset(
         "dcm-subj01",
-        items_dir=demo.items_dir,
+        manifest=demo.items_dir,
         deid_root=demo.deid_root,
         leak_root=demo.leak_root,
         out=out,

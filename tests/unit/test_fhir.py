@@ -57,7 +57,7 @@ def _bundle(demo: DemoResults, dataset: str, out: Path, **fhir: Any) -> tuple[di
     config = json.loads(demo.config_json(**fhir))
     status = bundle_dataset(
         dataset,
-        items_dir=demo.items_dir,
+        manifest=demo.items_dir,
         deid_root=demo.deid_root,
         leak_root=demo.leak_root,
         convert_root=demo.convert_root,
@@ -267,7 +267,7 @@ def test_leaking_bundle_is_not_written(demo: DemoResults, tmp_path: Path) -> Non
     out = tmp_path / "fhir" / "bundle.json"
     status = bundle_dataset(
         "micro-cells",
-        items_dir=items,
+        manifest=items,
         deid_root=demo.deid_root,
         leak_root=demo.leak_root,
         out=out,
@@ -284,7 +284,7 @@ def test_dataset_without_processed_items_is_empty(demo: DemoResults, tmp_path: P
     out = tmp_path / "bundle.json"
     status = bundle_dataset(
         "dcm-subj03",  # no consent: excluded
-        items_dir=demo.items_dir,
+        manifest=demo.items_dir,
         deid_root=demo.deid_root,
         leak_root=demo.leak_root,
         out=out,
@@ -464,7 +464,7 @@ def test_bundles_of_one_subject_share_their_resources_on_the_server(
         path = tmp_path / ds / "bundle.json"
         status = bundle_dataset(
             ds,
-            items_dir=demo.items_dir,
+            manifest=demo.items_dir,
             deid_root=demo.deid_root,
             leak_root=demo.leak_root,
             out=path,

@@ -4,6 +4,10 @@ A batch is the items of the manifest with the same ``batch`` number (``scan.batc
 one Snakemake job per batch and step keeps a cohort of 10,000 files to a few dozen jobs. Each
 item keeps its own folder inside the batch folder and its own provenance; a problem with one
 item's data quarantines that item only (recorded, exit 0).
+
+OUT and UPSTREAM are batch folders, or tree markers (``<folder>.tree.json``) as the workflow uses
+them: the folder beside the marker is written and listed in the marker (file sizes and SHA-256),
+and on a run with S3 storage uploaded to and read from the bucket (see ``imagedepot.storage``).
 """
 
 from __future__ import annotations
@@ -63,13 +67,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _common(p: argparse.ArgumentParser, *, upstream: bool) -> None:
-    p.add_argument("items_dir", type=Path, metavar="ITEMS_DIR", help="item JSON folder from scan")
+    p.add_argument(
+        "manifest",
+        type=Path,
+        metavar="MANIFEST",
+        help="the scan's manifest (or a folder of item JSONs from scan --items-dir)",
+    )
     p.add_argument("batch", type=int, metavar="BATCH", help="batch number")
     if upstream:
         p.add_argument(
-            "upstream", type=Path, metavar="UPSTREAM", help="previous step's batch folder"
+            "upstream",
+            type=Path,
+            metavar="UPSTREAM",
+            help="previous step's batch folder (or its .tree.json marker)",
         )
-    p.add_argument("out", type=Path, metavar="OUT", help="batch folder to create (replaced)")
+    p.add_argument(
+        "out",
+        type=Path,
+        metavar="OUT",
+        help="batch folder (or .tree.json marker) to write (replaced)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
 
 
@@ -88,7 +105,7 @@ def run_convert(args: argparse.Namespace) -> int:
     opts = convert_options(args)
     return _report(
         run_batch(
-            "convert", args.items_dir, args.batch, args.out, convert_options=opts, jobs=args.jobs
+            "convert", args.manifest, args.batch, args.out, convert_options=opts, jobs=args.jobs
         )
     )
 
@@ -109,7 +126,7 @@ def run_deid(args: argparse.Namespace) -> int:
     return _report(
         run_batch(
             "deidentify",
-            args.items_dir,
+            args.manifest,
             args.batch,
             args.out,
             upstream=args.upstream,
@@ -126,7 +143,7 @@ def run_leakcheck(args: argparse.Namespace) -> int:
     return _report(
         run_batch(
             "leakcheck",
-            args.items_dir,
+            args.manifest,
             args.batch,
             args.out,
             upstream=args.upstream,

@@ -35,15 +35,19 @@ def register_stage(ssub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("destination", help="destination name (type bia) from the config")
     s.add_argument(
-        "out", help="folder to create (replaced atomically), e.g. results/bia/<destination>"
+        "out",
+        help="folder to create (replaced atomically), e.g. results/bia/<destination>, or its "
+        ".tree.json marker",
     )
     s.add_argument(
         "--staged",
         required=True,
-        help="the destination's staged folder (results/stage/<destination>)",
+        help="the destination's staged folder (results/stage/<destination>) or its .tree.json marker",
     )
     s.add_argument(
-        "--items-dir", required=True, help="item JSONs of the scan (results/ingest/items)"
+        "--manifest",
+        required=True,
+        help="the scan's manifest (results/ingest/manifest.json) or its item JSON folder",
     )
     s.add_argument(
         "--study-metadata",
@@ -70,7 +74,9 @@ def register_deposit(dsub: argparse._SubParsersAction) -> None:
     )
     d.add_argument("destination", help="destination name (type bia) from the config")
     d.add_argument(
-        "packages", help="a package or the folder of packages (results/bia/<destination>)"
+        "packages",
+        help="a package or the folder of packages (results/bia/<destination>), or the folder's "
+        ".tree.json marker",
     )
     d.add_argument(
         "--state-db",
@@ -100,6 +106,7 @@ def _destination(config: dict[str, Any], name: str) -> dict[str, Any]:
 def run_stage(args: argparse.Namespace) -> int:
     """Stage one bia destination."""
     from imagedepot.deposit.bia import StudyMetadata, load_study_metadata, stage_bia
+    from imagedepot.storage import finish_output, input_folder, output_folder
 
     config = get_config(args)
     assert config is not None
@@ -111,14 +118,15 @@ def run_stage(args: argparse.Namespace) -> int:
             dest.get("study"), f"destinations.{args.destination}.study"
         )
     report = stage_bia(
-        args.staged,
-        args.items_dir,
-        args.out,
+        input_folder(args.staged),
+        args.manifest,
+        output_folder(args.out),
         destination=args.destination,
         destination_class=dest["class"],
         study=study,
         policies=load_policies(config),
     )
+    finish_output(args.out)
     print(
         f"stage bia {args.destination}: {len(report.packages)} package(s), "
         f"{len(report.skipped)} dataset(s) skipped -> {args.out}"
@@ -158,12 +166,15 @@ def run_deposit(args: argparse.Namespace) -> int:
         "destination": args.destination,
         "policies": load_policies(config),
     }
+    from imagedepot.storage import input_folder
+
+    packages = input_folder(args.packages)
     state_db = args.state_db or os.environ.get(DB_ENV)
     if state_db:
         with run_lock(lock_path_for(state_db)), StateDB(state_db) as db:
-            report = deposit_bia(args.packages, state=db, **kwargs)
+            report = deposit_bia(packages, state=db, **kwargs)
     else:
-        report = deposit_bia(args.packages, **kwargs)
+        report = deposit_bia(packages, **kwargs)
     if args.report:
         write_json(args.report, report.to_dict())
     for d in report.datasets:

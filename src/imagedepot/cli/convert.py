@@ -119,10 +119,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     b.add_argument("manifest", metavar="MANIFEST", help="manifest from `imagedepot scan`")
-    b.add_argument("out_dir", metavar="OUT_DIR", help="tree to create (replaced atomically)")
-    b.add_argument("--convert-root", required=True, help="folder of converted batch folders")
-    b.add_argument("--deid-root", required=True, help="folder of de-identified batch folders")
-    b.add_argument("--leak-root", required=True, help="folder of leak-report batch folders")
+    b.add_argument(
+        "out_dir",
+        metavar="OUT_DIR",
+        help="tree to create (replaced atomically), or its .tree.json marker",
+    )
+    roots = "folder of {} batch folders, or the batches' .tree.json markers"
+    b.add_argument("--convert-root", nargs="+", required=True, help=roots.format("converted"))
+    b.add_argument("--deid-root", nargs="+", required=True, help=roots.format("de-identified"))
+    b.add_argument("--leak-root", nargs="+", required=True, help=roots.format("leak-report"))
     b.add_argument("--rules", help="BIDS mapping rules YAML (default: the package's)")
     b.set_defaults(func=run_bids)
 
@@ -450,15 +455,17 @@ def run_bids(args: argparse.Namespace) -> int:
     """Write the BIDS-like tree with :func:`imagedepot.convert.bids.write_bids_tree`."""
     from imagedepot.convert.bids import load_rules, write_bids_tree
     from imagedepot.io import read_json
+    from imagedepot.storage import finish_output, input_root, output_folder
 
     summary = write_bids_tree(
         read_json(args.manifest),
-        convert_root=Path(args.convert_root),
-        deid_root=Path(args.deid_root),
-        leak_root=Path(args.leak_root),
-        out=Path(args.out_dir),
+        convert_root=input_root(args.convert_root),
+        deid_root=input_root(args.deid_root),
+        leak_root=input_root(args.leak_root),
+        out=output_folder(args.out_dir),
         rules=load_rules(args.rules),
     )
+    finish_output(args.out_dir)
     print(
         f"bids: {summary['images']} image(s) of {summary['subjects']} subject(s) -> {args.out_dir}"
     )

@@ -26,15 +26,35 @@ def register(sub: argparse._SubParsersAction) -> None:
             "per-record clinical errors); a bundle that leaks is not written."
         ),
     )
-    b.add_argument("dataset", help="dataset id of the sample sheet")
-    b.add_argument("--items-dir", required=True, help="folder of item JSON files (from scan)")
-    b.add_argument("--deid-root", required=True, help="folder of de-identified item folders")
-    b.add_argument("--leak-root", required=True, help="folder of item leak reports")
+    b.add_argument(
+        "datasets",
+        nargs="*",
+        metavar="DATASET",
+        help="dataset ids of the sample sheet (default: every dataset with items to process)",
+    )
+    b.add_argument(
+        "--manifest",
+        required=True,
+        help="the scan's manifest (or the item JSON folder written by scan --items-dir)",
+    )
+    roots = "folder of {} batch folders, or the batches' .tree.json markers"
+    b.add_argument("--deid-root", nargs="+", required=True, help=roots.format("de-identified"))
+    b.add_argument("--leak-root", nargs="+", required=True, help=roots.format("leak-report"))
     b.add_argument(
         "--convert-root",
-        help="folder of converted item folders (adds a Provenance for each conversion)",
+        nargs="+",
+        help=roots.format("converted") + " (adds a Provenance for each conversion)",
     )
-    b.add_argument("--out", required=True, metavar="BUNDLE", help="bundle JSON to write")
+    out = b.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", metavar="BUNDLE", help="bundle JSON to write (one DATASET)")
+    out.add_argument(
+        "--out-dir",
+        metavar="DIR",
+        help=(
+            "write DIR/<dataset>/bundle.json (+ bundle.status.json) for every DATASET; "
+            "DIR may be a .tree.json marker (the folder beside it is written and listed)"
+        ),
+    )
     b.add_argument(
         "--clinical",
         metavar="PATH",
@@ -66,6 +86,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     u.add_argument("bundle", metavar="BUNDLE", help="transaction Bundle JSON (from fhir bundle)")
+    u.add_argument(
+        "--tree",
+        metavar="MARKER",
+        help="BUNDLE is a path inside the tree of this .tree.json marker (fhir bundle --out-dir)",
+    )
     u.add_argument("--url", required=True, help="FHIR server base URL")
     u.add_argument(
         "--token-env",
@@ -86,15 +111,21 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_bundle(args: argparse.Namespace) -> int:
-    """Build, gate and write the bundle."""
+    """Build, gate and write the bundles."""
     from imagedepot.deid.pseudonym import load_key
-    from imagedepot.fhir import ClinicalSettings, bundle_dataset
-    from imagedepot.io import check_overwrite
+    from imagedepot.fhir import ClinicalSettings
+    from imagedepot.io import atomic_path, check_overwrite
+    from imagedepot.pipeline import manifest_items
+    from imagedepot.storage import Storage, finish_output, input_root, output_folder
 
-    out = Path(args.out)
-    check_overwrite(out, args.force)
     config = get_config(args)
     assert config is not None
+    items = manifest_items(Path(args.manifest))
+    datasets = args.datasets or sorted(
+        {str(i["dataset"]) for i in items if i["status"] == "pending" and i.get("dataset")}
+    )
+    if args.out and len(datasets) != 1:
+        raise SystemExit("imagedepot fhir bundle: --out takes one DATASET; use --out-dir")
     clinical_path = args.clinical or (config.get("fhir") or {}).get("clinical")
     clinical = None
     if clinical_path:
@@ -103,18 +134,33 @@ def run_bundle(args: argparse.Namespace) -> int:
             args.key_env or pcfg.get("key_env", "IMAGEDEPOT_PSEUDONYM_KEY"),
             args.key_file or pcfg.get("key_file"),
         )
-        clinical = ClinicalSettings(path=Path(clinical_path), key=key)
-    status = bundle_dataset(
-        args.dataset,
-        items_dir=Path(args.items_dir),
-        deid_root=Path(args.deid_root),
-        leak_root=Path(args.leak_root),
-        convert_root=Path(args.convert_root) if args.convert_root else None,
-        out=out,
-        config=config,
-        clinical=clinical,
-    )
-    line = f"fhir bundle {args.dataset}: {status['status']} ({status.get('entries', 0)} entries)"
+        clinical = ClinicalSettings(path=Storage.from_env().local(clinical_path), key=key)
+    roots = {
+        "manifest": {"items": items},
+        "deid_root": input_root(args.deid_root),
+        "leak_root": input_root(args.leak_root),
+        "convert_root": input_root(args.convert_root) if args.convert_root else None,
+        "config": config,
+        "clinical": clinical,
+    }
+    if args.out:
+        check_overwrite(args.out, args.force)
+        _bundle_one(datasets[0], Path(args.out), roots)
+        return 0
+    folder = output_folder(args.out_dir)
+    with atomic_path(folder, force=True, is_dir=True) as tmp:
+        for dataset in datasets:
+            _bundle_one(dataset, tmp / dataset / "bundle.json", roots)
+    finish_output(args.out_dir)
+    return 0
+
+
+def _bundle_one(dataset: str, out: Path, roots: dict) -> None:
+    from imagedepot.fhir import bundle_dataset
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    status = bundle_dataset(dataset, out=out, **roots)
+    line = f"fhir bundle {dataset}: {status['status']} ({status.get('entries', 0)} entries)"
     if "clinical" in status:
         c = status["clinical"]
         line += (
@@ -122,7 +168,6 @@ def run_bundle(args: argparse.Namespace) -> int:
             f"{c['rejected']} rejected, {len(c['warnings'])} warning(s)"
         )
     print(line)
-    return 0
 
 
 def run_push(args: argparse.Namespace) -> int:
@@ -131,6 +176,11 @@ def run_push(args: argparse.Namespace) -> int:
     from imagedepot.io import read_json, write_json
 
     bundle = Path(args.bundle)
+    if args.tree:
+        from imagedepot.storage import open_tree
+
+        bundle = open_tree(args.tree) / bundle
+        args.bundle = str(bundle)
     status_file = bundle.with_name(bundle.name.removesuffix(".json") + ".status.json")
     if not bundle.exists() and status_file.is_file():
         # The bundle step wrote no bundle on purpose (no processed item, or a leak): nothing to push.

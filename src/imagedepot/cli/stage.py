@@ -24,11 +24,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     s.add_argument("destination", help="destination name from the config")
-    s.add_argument("out", help="folder to create (replaced atomically)")
+    s.add_argument("out", help="folder to create (replaced atomically), or its .tree.json marker")
     s.add_argument("--manifest", required=True, help="manifest from `imagedepot scan`")
-    s.add_argument("--deid-root", required=True, help="folder of de-identified item folders")
-    s.add_argument("--leak-root", required=True, help="folder of item leak reports")
-    s.add_argument("--fhir-root", required=True, help="folder of FHIR bundles")
+    roots = "folder of {} batch folders, or the batches' .tree.json markers"
+    s.add_argument("--deid-root", nargs="+", required=True, help=roots.format("de-identified"))
+    s.add_argument("--leak-root", nargs="+", required=True, help=roots.format("leak-report"))
+    s.add_argument(
+        "--fhir-root", required=True, help="folder of FHIR bundles (or its .tree.json marker)"
+    )
     add_config_options(s)
     s.set_defaults(func=run_local)
     from imagedepot.cli import bia, xnat
@@ -36,13 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     xnat.register_stage(ssub)
     bia.register_stage(ssub)
     v = ssub.add_parser("verify", help="re-check a staged folder against its manifest")
-    v.add_argument("folder")
+    v.add_argument("folder", help="staged folder, or its .tree.json marker")
     v.set_defaults(func=run_verify)
 
 
 def run_local(args: argparse.Namespace) -> int:
     """Stage one destination."""
     from imagedepot.stage import StageInputs, stage_destination
+    from imagedepot.storage import finish_output, input_folder, input_root, output_folder
 
     config = get_config(args)
     assert config is not None
@@ -53,11 +57,15 @@ def run_local(args: argparse.Namespace) -> int:
         args.destination,
         dest["class"],
         StageInputs(
-            Path(args.manifest), Path(args.deid_root), Path(args.leak_root), Path(args.fhir_root)
+            Path(args.manifest),
+            input_root(args.deid_root),
+            input_root(args.leak_root),
+            input_folder(args.fhir_root),
         ),
-        args.out,
+        output_folder(args.out),
         policies=load_policies(config),
     )
+    finish_output(args.out)
     print(
         f"stage {args.destination}: {len(report.staged)} item(s), {report.files} file(s), "
         f"{len(report.skipped)} skipped -> {args.out}"
@@ -68,8 +76,9 @@ def run_local(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     """Verify a staged folder; exit 1 on any problem."""
     from imagedepot.stage import verify_stage
+    from imagedepot.storage import input_folder
 
-    problems = verify_stage(args.folder)
+    problems = verify_stage(input_folder(args.folder))
     for p in problems:
         print(f"{args.folder}: {p}")
     print(f"verify {args.folder}: {'OK' if not problems else f'{len(problems)} problem(s)'}")

@@ -16,9 +16,22 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--manifest", required=True, help="manifest from `imagedepot scan`")
-    p.add_argument("--leak-root", required=True, help="folder of the batch leak-report folders")
-    p.add_argument("--stage-dirs", nargs="*", default=[], help="staged destination folders")
-    p.add_argument("--fhir-root", help="folder of the FHIR bundle folders (adds their status)")
+    p.add_argument(
+        "--leak-root",
+        nargs="+",
+        required=True,
+        help="folder of the batch leak-report folders, or the batches' .tree.json markers",
+    )
+    p.add_argument(
+        "--stage-dirs",
+        nargs="*",
+        default=[],
+        help="staged destination folders (or their .tree.json markers)",
+    )
+    p.add_argument(
+        "--fhir-root",
+        help="folder of the FHIR bundle folders or its .tree.json marker (adds their status)",
+    )
     p.add_argument("--out", required=True, help="summary JSON to write")
     p.set_defaults(func=run)
 
@@ -27,8 +40,12 @@ def run(args: argparse.Namespace) -> int:
     """Summarise the run."""
     from imagedepot.io import write_json
     from imagedepot.stage import summarize_run, summary_line
+    from imagedepot.storage import input_folder, input_root, is_marker, open_tree
 
-    summary = summarize_run(args.manifest, args.leak_root, args.stage_dirs, args.fhir_root)
+    # Of a staged folder, the summary reads its summary.json only.
+    stages = [open_tree(d, only=["summary.json"]) if is_marker(d) else d for d in args.stage_dirs]
+    fhir = input_folder(args.fhir_root) if args.fhir_root else None
+    summary = summarize_run(args.manifest, input_root(args.leak_root), stages, fhir)
     write_json(args.out, summary)
     print(summary_line(summary))
     return 0

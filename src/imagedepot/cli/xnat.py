@@ -35,7 +35,10 @@ def register_stage(sub: argparse._SubParsersAction) -> None:
             "-> files with size, SHA-256 and MD5. Local and idempotent."
         ),
     )
-    s.add_argument("staged", help="folder written by `imagedepot stage local` for the destination")
+    s.add_argument(
+        "staged",
+        help="folder written by `imagedepot stage local` for the destination (or its .tree.json)",
+    )
     s.add_argument("out", help="plan JSON to write")
     s.add_argument("--project", help="XNAT project ID to record in the plan")
     s.add_argument("--destination", help="destination name in the config (for its project)")
@@ -57,7 +60,10 @@ def register_deposit(sub: argparse._SubParsersAction) -> None:
             "<PREFIX>_USER/<PREFIX>_PASSWORD (see --credentials-env) or ~/.netrc."
         ),
     )
-    d.add_argument("staged", help="folder written by `imagedepot stage local` for the destination")
+    d.add_argument(
+        "staged",
+        help="folder written by `imagedepot stage local` for the destination (or its .tree.json)",
+    )
     d.add_argument("--plan", help="plan from `imagedepot stage xnat` (default: made from STAGED)")
     d.add_argument("--url", help="XNAT base URL (no credentials in it)")
     d.add_argument("--project", help="XNAT project ID (must exist)")
@@ -112,8 +118,13 @@ def run_stage(args: argparse.Namespace) -> int:
     dest = _destination(args)
     if Path(args.out).exists() and not args.force:
         raise OutputExistsError(args.out)
+    from imagedepot.storage import input_folder
+
     plan = stage_xnat(
-        args.staged, args.out, project=args.project or dest.get("project") or None, force=True
+        input_folder(args.staged),
+        args.out,
+        project=args.project or dest.get("project") or None,
+        force=True,
     )
     c = plan["counts"]
     print(
@@ -154,13 +165,16 @@ def run_deposit(args: argparse.Namespace) -> int:
         raise ConfigError(
             "deposit xnat: give --project (or a destination with project in the config)"
         )
-    plan = load_plan(args.plan) if args.plan else build_plan(args.staged, project=project)
+    from imagedepot.storage import input_folder
+
+    staged = input_folder(args.staged)
+    plan = load_plan(args.plan) if args.plan else build_plan(staged, project=project)
     dry_run = args.dry_run if args.dry_run is not None else bool(dest.get("dry_run", False))
     report = deposit_xnat(
         plan,
         url,
         project=project,
-        staged=args.staged,
+        staged=staged,
         credentials_env=args.credentials_env or dest.get("credentials_env") or None,
         retries=args.retries or int(dest.get("retries", 5)),
         parallel_streams=args.parallel_streams or int(dest.get("parallel_streams", 2)),

@@ -1313,7 +1313,7 @@ def _stage_dataset(
 
 def stage_bia(
     staged: str | Path,
-    items_dir: str | Path,
+    manifest: str | Path | Mapping[str, Any],
     out: str | Path,
     *,
     destination: str,
@@ -1329,9 +1329,9 @@ def stage_bia(
     staged
         The destination's staged folder from ``imagedepot stage`` (``results/stage/<destination>``);
         re-checked against its ``manifest.json`` first.
-    items_dir
-        Item JSONs of the scan (``results/ingest/items``): their ``metadata`` holds the sample sheet's
-        REMBI columns, ``policy`` the dataset's policy.
+    manifest
+        The scan's manifest (or its item JSON folder): each item's ``metadata`` holds the sample
+        sheet's REMBI columns, ``policy`` the dataset's policy.
     out
         Folder to create (replaced atomically): one bag per dataset.
     study
@@ -1358,12 +1358,15 @@ def stage_bia(
         raise BagError(staged_p, trouble)
     report = BiaStageReport(destination)
     problems: list[str] = []
+    from imagedepot.pipeline import manifest_items
+
+    by_id = {str(i["id"]): i for i in manifest_items(manifest)}
     with atomic_path(out, force=force, is_dir=True) as tmp:
         for ds_dir in _dataset_dirs(staged_p):
             item_ids = sorted(p.name for p in ds_dir.iterdir() if p.is_dir())
             if not item_ids:
                 continue
-            items = [read_json(Path(items_dir) / f"{i}.json") for i in item_ids]
+            items = [by_id[i] for i in item_ids]
             policy = policies.get(items[0].get("policy", ""))
             try:
                 if policy is None:
