@@ -8,6 +8,7 @@ import shlex
 from snakemake.utils import validate
 
 from imagedepot.config import schema_path
+from imagedepot.ingest import files_fingerprint
 from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import load_samples
 from imagedepot.storage import ENV_PREFIX as STORAGE_ENV_PREFIX
@@ -96,12 +97,25 @@ def _manifest():
     if not os.path.exists(path):
         # Object storage: the scan ran in an earlier invocation; fetch this process's copy.
         Storage.from_env().fetch(path)
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+    # Input functions ask for it hundreds of times per DAG build: parse it once per version.
+    st = os.stat(path)
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if _MANIFEST_CACHE.get("key") != key:
+        with open(path, encoding="utf-8") as fh:
+            manifest = json.load(fh)
+        pending = [i for i in manifest["items"] if i["status"] == "pending"]
+        batches = {}
+        for i in pending:
+            batches.setdefault(f"{int(i['batch']):04d}", []).append(i)
+        _MANIFEST_CACHE.update(key=key, pending=pending, batches=batches)
+    return _MANIFEST_CACHE
+
+
+_MANIFEST_CACHE = {}
 
 
 def _pending_items():
-    return [i for i in _manifest()["items"] if i["status"] == "pending"]
+    return _manifest()["pending"]
 
 
 def _batch_ids(items):
@@ -109,7 +123,7 @@ def _batch_ids(items):
 
 
 def _batch_items(wildcards):
-    items = [i for i in _pending_items() if f"{int(i['batch']):04d}" == wildcards.batch]
+    items = _manifest()["batches"].get(wildcards.batch, [])
     if not items:
         raise ValueError(
             f"batch {wildcards.batch} has no items in {MANIFEST}; re-run the scan (delete the manifest)"
@@ -117,9 +131,26 @@ def _batch_items(wildcards):
     return items
 
 
+# Originals as inputs: on object storage Snakemake must retrieve them for the job, so they are
+# declared. On a shared file system they are not: Snakemake re-checks every input of every ready job
+# on each scheduling pass, and for 10,000 originals that cost more CPU than the work itself
+# (benchmarks/scale). There a fingerprint parameter (path, size, mtime of each original) tracks
+# them instead: a changed original still re-runs exactly its batch (rerun trigger "params").
+ON_OBJECT_STORAGE = workflow.storage_registry.default_storage_provider is not None
+
+
+def _originals(items):
+    return [f["path"] for i in items for f in i["files"]]
+
+
 def get_batch_originals(wildcards):
-    """The original files of a batch's items (tracked, so a changed original re-runs its batch)."""
-    return [f["path"] for i in _batch_items(wildcards) for f in i["files"]]
+    """The original files of a batch's items, when Snakemake must retrieve them (object storage)."""
+    return _originals(_batch_items(wildcards)) if ON_OBJECT_STORAGE else []
+
+
+def get_batch_fingerprint(wildcards):
+    """Fingerprint of a batch's originals on a shared file system (see above)."""
+    return "" if ON_OBJECT_STORAGE else files_fingerprint(_originals(_batch_items(wildcards)))
 
 
 def get_batch_policies(wildcards):
@@ -131,8 +162,14 @@ def get_batch_policies(wildcards):
 
 
 def get_all_originals(wildcards):
-    """The original files of every item to process (the FHIR leak gate reads them)."""
-    return [f["path"] for i in _pending_items() for f in i["files"]]
+    """The original files of every item to process (the FHIR leak gate reads them), when
+    Snakemake must retrieve them (object storage)."""
+    return _originals(_pending_items()) if ON_OBJECT_STORAGE else []
+
+
+def get_all_fingerprint(wildcards):
+    """Fingerprint of every original on a shared file system."""
+    return "" if ON_OBJECT_STORAGE else files_fingerprint(_originals(_pending_items()))
 
 
 def get_convert_mem_mb(wildcards, attempt):

@@ -23,6 +23,7 @@ rule convert_batch:
         runtime=get_batch_runtime,
     params:
         flags=get_convert_flags,
+        originals=get_batch_fingerprint,
     shell:
         "imagedepot batch convert {input.manifest:q} {wildcards.batch} {output:q}"
         " {params.flags} --jobs {threads} > {log:q} 2>&1"
@@ -38,6 +39,8 @@ rule build_bids_tree:
         tree("results/bids"),
     log:
         "logs/build_bids_tree/bids.log",
+    benchmark:
+        "benchmarks/build_bids_tree/bids.tsv"
     conda:
         ENV
     threads: 1

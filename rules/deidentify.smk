@@ -23,6 +23,7 @@ rule deidentify_batch:
         runtime=get_batch_runtime,
     params:
         config=config_json(),
+        originals=get_batch_fingerprint,
     shell:
         "imagedepot batch deid {input.manifest:q} {wildcards.batch} {input.converted:q}"
         " {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"
@@ -37,6 +38,8 @@ rule check_leaks_batch:
         tree("results/leakcheck/batch-{batch}"),
     log:
         "logs/check_leaks_batch/{batch}.log",
+    benchmark:
+        "benchmarks/check_leaks_batch/{batch}.tsv"
     group:
         "batch"
     conda:
@@ -45,6 +48,8 @@ rule check_leaks_batch:
     resources:
         mem_mb=2048,
         runtime=get_batch_runtime,
+    params:
+        originals=get_batch_fingerprint,
     shell:
         "imagedepot batch leakcheck {input.manifest:q} {wildcards.batch} {input.deid:q}"
         " {output:q} --jobs {threads} > {log:q} 2>&1"

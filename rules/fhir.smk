@@ -14,19 +14,22 @@ rule build_fhir_bundles:
         tree("results/fhir"),
     log:
         "logs/build_fhir_bundles/fhir.log",
+    benchmark:
+        "benchmarks/build_fhir_bundles/fhir.tsv"
     conda:
         ENV
-    threads: 1
+    threads: 2
     resources:
         mem_mb=2048,
         runtime=60,
     params:
         config=config_json("fhir"),
         clinical=get_clinical_flag,
+        originals=get_all_fingerprint,
     shell:
         "imagedepot fhir bundle --manifest {input.manifest:q} --deid-root {input.deid:q}"
         " --leak-root {input.leaks:q} --convert-root {input.convert:q} {params.clinical}"
-        " --out-dir {output:q} --config-json {params.config:q} > {log:q} 2>&1"
+        " --out-dir {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"
 
 
 rule push_fhir_bundle:

@@ -10,6 +10,8 @@ checkpoint scan_inputs:
         manifest=MANIFEST,
     log:
         "logs/scan_inputs/scan.log",
+    benchmark:
+        "benchmarks/scan_inputs/scan.tsv"
     conda:
         ENV
     params:

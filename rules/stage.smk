@@ -12,6 +12,8 @@ rule stage_destination:
         tree("results/stage/{destination}"),
     log:
         "logs/stage_destination/{destination}.log",
+    benchmark:
+        "benchmarks/stage_destination/{destination}.tsv"
     conda:
         ENV
     threads: 1
@@ -37,6 +39,8 @@ rule summarize_run:
         "results/summary.json",
     log:
         "logs/summarize_run/summary.log",
+    benchmark:
+        "benchmarks/summarize_run/summary.tsv"
     conda:
         ENV
     threads: 1

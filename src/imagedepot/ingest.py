@@ -9,7 +9,9 @@ is listed with the reason (the quarantine list): nothing is dropped silently, no
 from __future__ import annotations
 
 import glob
+import hashlib
 import logging
+import os
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -402,6 +404,19 @@ def _number(items: Iterable[Item], prefix: str) -> None:
         letter = "x" if item.format == "dicomdir" else KIND_LETTER[item.kind]
         counters[letter] += 1
         item.id = f"{prefix}-{letter}{counters[letter]:03d}"
+
+
+def files_fingerprint(paths: Sequence[str | Path]) -> str:
+    """A SHA-256 over path, size and modification time of each file (``missing`` for a file that is
+    gone): cheap change detection for many originals without reading them."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except FileNotFoundError:
+            h.update(f"{p}\0missing\n".encode())
+    return h.hexdigest()
 
 
 def scan(

@@ -421,7 +421,9 @@ def _leak_one(args: tuple[dict[str, Any], str, str]) -> tuple[str, str]:
     return str(res["item"]), str(res["status"])
 
 
-def _map(fn: Callable[[Any], tuple[str, str]], tasks: list[Any], jobs: int) -> dict[str, str]:
+def run_parallel(
+    fn: Callable[[Any], tuple[str, str]], tasks: list[Any], jobs: int
+) -> dict[str, str]:
     """Run ``fn`` over ``tasks`` on ``jobs`` worker processes (in this process when 1)."""
     if jobs <= 1 or len(tasks) <= 1:
         return dict(fn(t) for t in tasks)
@@ -457,6 +459,10 @@ def run_batch(
     """
     items = batch_items(manifest, batch)
     up = input_folder(upstream) if upstream is not None else None
+    if jobs > 1 and len(items) > 1:
+        # Forked workers inherit what the parent imported: load the readers once, not per worker.
+        import nibabel  # noqa: F401
+        import pydicom  # noqa: F401
     with atomic_path(output_folder(out), force=force, is_dir=True) as tmp:
         if step == "convert":
             opts = convert_options or ConvertOptions()
@@ -467,17 +473,19 @@ def run_batch(
                 from imagedepot.convert.microscopy import available_cpus
 
                 opts = replace(opts, threads=max(1, available_cpus() // jobs))
-            statuses = _map(_convert_one, [(i, str(tmp / i["id"]), opts) for i in items], jobs)
+            statuses = run_parallel(
+                _convert_one, [(i, str(tmp / i["id"]), opts) for i in items], jobs
+            )
         elif step == "deidentify":
             if deid_settings is None or up is None:
                 raise ImagedepotError("deidentify batch needs the policy settings and upstream")
             tasks = [(i, str(up / i["id"]), str(tmp / i["id"]), deid_settings) for i in items]
-            statuses = _map(_deid_one, tasks, jobs)
+            statuses = run_parallel(_deid_one, tasks, jobs)
         elif step == "leakcheck":
             if up is None:
                 raise ImagedepotError("leakcheck batch needs the de-identified batch folder")
             leak_tasks = [(i, str(up / i["id"]), str(tmp / f"{i['id']}.json")) for i in items]
-            statuses = _map(_leak_one, leak_tasks, jobs)
+            statuses = run_parallel(_leak_one, leak_tasks, jobs)
         else:
             raise ImagedepotError(f"unknown batch step {step!r}")
         summary = {"step": step, "batch": int(batch), "items": statuses}

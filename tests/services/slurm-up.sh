@@ -13,6 +13,10 @@ cpus=$(nproc)
 # Leave 1 GiB to the system; slurmd refuses to start if RealMemory exceeds what it sees.
 mem=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 1024 ))
 mkdir -p /etc/slurm /var/spool/slurmctld /var/spool/slurmd /var/log/slurm /run/munge /etc/munge
+# Keep a site's own slurm.conf; slurm-down.sh puts it back.
+if [ -f /etc/slurm/slurm.conf ] && ! grep -q "^# Written by imagedepot" /etc/slurm/slurm.conf; then
+  mv /etc/slurm/slurm.conf /etc/slurm/slurm.conf.imagedepot-saved
+fi
 cat > /etc/slurm/slurm.conf <<CONF
 # Written by imagedepot's tests/services/slurm-up.sh: a one-node test cluster.
 ClusterName=imagedepot-test

@@ -142,6 +142,8 @@ def test_kubernetes_profile_lints_and_dry_runs_against_s3(tmp_path: Path, s3_ser
         "AWS_ACCESS_KEY_ID": "test",
         "AWS_SECRET_ACCESS_KEY": "test",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # The profile passes the key into the pods (envvars); it must be set.
+        "IMAGEDEPOT_PSEUDONYM_KEY": "dry-run-key-not-secret",
     }
     s3 = boto3.client(
         "s3", endpoint_url=s3_server, aws_access_key_id="test", aws_secret_access_key="test",

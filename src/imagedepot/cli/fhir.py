@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--key-file", help="file holding the pseudonymisation key (default: config)")
     b.add_argument("--force", action="store_true", help="overwrite an existing bundle")
+    b.add_argument("--jobs", type=int, default=1, help="worker processes for --out-dir (default 1)")
     add_config_options(b)
     b.set_defaults(func=run_bundle)
 
@@ -147,15 +148,28 @@ def run_bundle(args: argparse.Namespace) -> int:
         check_overwrite(args.out, args.force)
         _bundle_one(datasets[0], Path(args.out), roots)
         return 0
+    from imagedepot.pipeline import run_parallel
+
     folder = output_folder(args.out_dir)
     with atomic_path(folder, force=True, is_dir=True) as tmp:
-        for dataset in datasets:
-            _bundle_one(dataset, tmp / dataset / "bundle.json", roots)
+        # Forked workers inherit the inputs (the manifest may list 10,000 files): only names travel.
+        _SHARED.update(roots=roots, out=tmp)
+        try:
+            run_parallel(_bundle_task, datasets, args.jobs)
+        finally:
+            _SHARED.clear()
     finish_output(args.out_dir)
     return 0
 
 
-def _bundle_one(dataset: str, out: Path, roots: dict) -> None:
+_SHARED: dict = {}
+
+
+def _bundle_task(dataset: str) -> tuple[str, str]:
+    return dataset, _bundle_one(dataset, _SHARED["out"] / dataset / "bundle.json", _SHARED["roots"])
+
+
+def _bundle_one(dataset: str, out: Path, roots: dict) -> str:
     from imagedepot.fhir import bundle_dataset
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -167,7 +181,8 @@ def _bundle_one(dataset: str, out: Path, roots: dict) -> None:
             f"; clinical {c['source']}: {c['linked']} record(s) linked, "
             f"{c['rejected']} rejected, {len(c['warnings'])} warning(s)"
         )
-    print(line)
+    print(line, flush=True)
+    return str(status["status"])
 
 
 def run_push(args: argparse.Namespace) -> int:
