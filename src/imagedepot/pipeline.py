@@ -490,5 +490,16 @@ def run_batch(
             raise ImagedepotError(f"unknown batch step {step!r}")
         summary = {"step": step, "batch": int(batch), "items": statuses}
         write_json(tmp / BATCH_SUMMARY, summary)
-    finish_output(out)
+    finish_output(out, known=_recorded_outputs(output_folder(out), items))
     return summary
+
+
+def _recorded_outputs(folder: Path, items: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The output records the items' provenance holds (hashed by this job), by path in ``folder``."""
+    known: dict[str, dict[str, Any]] = {}
+    for item in items:
+        prov_file = folder / item["id"] / PROVENANCE
+        if prov_file.is_file():
+            for r in read_json(prov_file).get("outputs", []):
+                known[f"{item['id']}/{r['path']}"] = r
+    return known

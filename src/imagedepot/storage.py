@@ -26,7 +26,7 @@ S3 access uses boto3 with the standard environment (``AWS_ACCESS_KEY_ID``,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,8 +129,17 @@ def tree_dir(marker: str | Path) -> Path:
     return m.with_name(m.name[: -len(TREE_SUFFIX)])
 
 
-def publish_tree(marker: str | Path, storage: Storage | None = None) -> dict[str, Any]:
+def publish_tree(
+    marker: str | Path,
+    storage: Storage | None = None,
+    *,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, Any]:
     """Record the folder of ``marker`` in the marker (and upload it on a storage run).
+
+    ``known``: records (``size``, ``sha256``) this process computed for files of the folder
+    moments ago (provenance, a staging manifest), by path relative to the folder; a file whose
+    size still matches is not hashed again.
 
     Upload order makes a crash safe: stale objects are deleted and new ones uploaded before the
     marker is written, and Snakemake uploads the marker after the job, so a marker in storage
@@ -140,7 +149,15 @@ def publish_tree(marker: str | Path, storage: Storage | None = None) -> dict[str
     folder = tree_dir(marker)
     if not folder.is_dir():
         raise StorageError(f"{folder}: tree folder missing; nothing to publish for {marker}")
-    records = [file_record(p, folder) for p in iter_files(folder)]
+    known = known or {}
+    records = []
+    for p in iter_files(folder):
+        rel = p.relative_to(folder).as_posix()
+        k = known.get(rel)
+        if k is not None and k.get("sha256") and k.get("size") == p.stat().st_size:
+            records.append({"path": rel, "size": k["size"], "sha256": k["sha256"]})
+        else:
+            records.append(file_record(p, folder) | {"path": rel})
     url = storage.url(folder)
     if url is not None:
         _upload(folder, url, [r["path"] for r in records])
@@ -276,7 +293,13 @@ def output_folder(path: str | Path) -> Path:
     return tree_dir(path) if is_marker(path) else Path(path)
 
 
-def finish_output(path: str | Path, storage: Storage | None = None) -> None:
-    """After writing :func:`output_folder` of ``path``: publish it when ``path`` is a marker."""
+def finish_output(
+    path: str | Path,
+    storage: Storage | None = None,
+    *,
+    known: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """After writing :func:`output_folder` of ``path``: publish it when ``path`` is a marker
+    (``known``: see :func:`publish_tree`)."""
     if is_marker(path):
-        publish_tree(path, storage)
+        publish_tree(path, storage, known=known)

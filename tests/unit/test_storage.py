@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -143,3 +144,16 @@ def test_s3_download_is_checked_against_the_marker(tmp_path: Path, s3) -> None:
     their.write_text(json.dumps(json.loads(marker.read_text())))
     with pytest.raises(StorageError, match="SHA-256 differs"):
         open_tree(their, other)
+
+
+def test_known_records_are_not_hashed_again_unless_the_size_changed(tmp_path: Path) -> None:
+    marker = tmp_path / "stage" / "local.tree.json"
+    _write(tree_dir(marker), {"a.bin": b"1234", "b.bin": b"xy"})
+    known = {
+        "a.bin": {"path": "a.bin", "size": 4, "sha256": "recorded-by-the-caller"},
+        "b.bin": {"path": "b.bin", "size": 99, "sha256": "stale"},
+    }
+    doc = publish_tree(marker, Storage(), known=known)
+    got = {f["path"]: f["sha256"] for f in doc["files"]}
+    assert got["a.bin"] == "recorded-by-the-caller"
+    assert got["b.bin"] == hashlib.sha256(b"xy").hexdigest()

@@ -150,6 +150,11 @@ def run_bundle(args: argparse.Namespace) -> int:
         return 0
     from imagedepot.pipeline import run_parallel
 
+    if args.jobs > 1 and len(datasets) > 1:
+        # Forked workers inherit what the parent imported: load the heavy modules once.
+        import pydicom  # noqa: F401
+
+        import imagedepot.leakcheck  # noqa: F401
     folder = output_folder(args.out_dir)
     with atomic_path(folder, force=True, is_dir=True) as tmp:
         # Forked workers inherit the inputs (the manifest may list 10,000 files): only names travel.

@@ -45,6 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_local(args: argparse.Namespace) -> int:
     """Stage one destination."""
+    from imagedepot.io import read_json
     from imagedepot.stage import StageInputs, stage_destination
     from imagedepot.storage import finish_output, input_folder, input_root, output_folder
 
@@ -65,7 +66,9 @@ def run_local(args: argparse.Namespace) -> int:
         output_folder(args.out),
         policies=load_policies(config),
     )
-    finish_output(args.out)
+    # The staging manifest hashed every staged file a moment ago.
+    listed = read_json(output_folder(args.out) / "manifest.json")["files"]
+    finish_output(args.out, known={r["path"]: r for r in listed})
     print(
         f"stage {args.destination}: {len(report.staged)} item(s), {report.files} file(s), "
         f"{len(report.skipped)} skipped -> {args.out}"
