@@ -8,7 +8,7 @@ Records, in one run on the same cohort:
     (same batches, same worker count), the baseline of the overhead target (< 15 %).
 
 Usage: python benchmarks/scale/bench_scale.py [--series 1000] [--files 10] [--batch-size 250] [--repeat 3]
-Writes benchmarks/scale/results.json and results.md.
+Writes benchmarks/scale/results.json and results.md (other batch sizes: results-batch<N>.*).
 """
 
 from __future__ import annotations
@@ -302,7 +302,8 @@ def main() -> None:
         "processed": summary["processed"],
         "found": summary["found"],
     }
-    (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "results" if args.batch_size == 250 else f"results-batch{args.batch_size}"
+    (HERE / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = ["# Scale benchmark (recorded)", "",
           f"{result['date']} · {result['machine']}", "",
           "| measure | value | target |", "|---|---|---|",
@@ -320,7 +321,7 @@ def main() -> None:
           "| stage | plain loop | workflow jobs |", "|---|---|---|",
           *[f"| {st} | {v['plain_loop']} | {v['workflow_jobs']} |" for st, v in result["stages_s"].items()],
           "", "Reproduce: `python benchmarks/scale/bench_scale.py`"]  # fmt: skip
-    (HERE / "results.md").write_text("\n".join(md) + "\n")
+    (HERE / f"{name}.md").write_text("\n".join(md) + "\n")
     print(json.dumps(result, indent=2))
     if args.out is None:
         shutil.rmtree(work, ignore_errors=True)

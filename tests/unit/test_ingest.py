@@ -168,3 +168,23 @@ def test_nifti_glob_brings_its_sidecar(tmp_path: Path) -> None:
     m = scan(inbox, datasets=load_samples(sheet), sheet=sheet)
     assert not m.quarantine
     assert [f.get("role") for f in m.items[0].files] == [None, "sidecar"]
+
+
+def test_files_fingerprint_follows_size_mtime_and_presence(tmp_path: Path) -> None:
+    import os
+
+    from imagedepot.ingest import files_fingerprint
+
+    a, b = tmp_path / "a.dcm", tmp_path / "b.dcm"
+    a.write_bytes(b"1")
+    b.write_bytes(b"2")
+    first = files_fingerprint([a, b])
+    assert files_fingerprint([a, b]) == first
+    st = a.stat()
+    os.utime(a, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
+    touched = files_fingerprint([a, b])
+    assert touched != first
+    b.write_bytes(b"22")
+    assert files_fingerprint([a, b]) != touched
+    b.unlink()
+    assert files_fingerprint([a, b]) != touched  # a missing original changes it, never raises
