@@ -1284,8 +1284,8 @@ class _Depositor:
                 if status == "READY":
                     if self.dry_run:
                         self.report.warnings.append(f"{src} would be archived into {label}")
-                    else:
-                        self._archive(src, subject, label)
+                    elif not self._archive(src, subject, label):
+                        waiting.append(src)  # the answer was lost: look at the prearchive again
                 elif status in {"CONFLICT", "ERROR"}:
                     raise XnatDepositError(
                         f"prearchive entry {src} of session {label} is in state {status}; resolve "
@@ -1303,7 +1303,9 @@ class _Depositor:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _archive(self, src: str, subject: str, label: str) -> None:
+    def _archive(self, src: str, subject: str, label: str) -> bool:
+        """Archive one prearchive entry; False when a transient failure leaves it unknown whether
+        the server did (the caller lists the prearchive again)."""
         query = {
             "src": src,
             "project": self.project,
@@ -1323,12 +1325,13 @@ class _Depositor:
         except Exception as exc:
             if is_transient(exc):
                 log.warning("archive %s: %s; will check again", src, describe_error(exc))
-                return
+                return False
             raise
         if response.status_code == 404:
-            return  # archived by an earlier attempt whose answer was lost
+            return True  # archived by an earlier attempt whose answer was lost
         self.report.archived_from_prearchive += 1
         self._emit({"event": "archived", "session": label, "src": src})
+        return True
 
     def _import(self, subject: str, label: str, files: list[dict[str, Any]]) -> None:
         """Send DICOM files through the import service (one zip per session and round)."""

@@ -649,3 +649,21 @@ def test_xnatpy_object_model_sees_the_deposit(xnat_server: XnatTarget, plan_file
         listed = session_scan.resources["NIFTI"].files[nifti["name"]]
         assert listed.digest == nifti["md5"]
         assert [r.label for r in subject.resources.values()] == ["FHIR"]
+
+
+def test_an_archive_request_lost_before_the_server_acted_is_checked_again(
+    xnat_server_factory, plan_file: Path
+) -> None:
+    """Prearchive project: every first archive request is dropped before the server acts. The
+    client cannot know, so it must list the prearchive again and archive what is still there."""
+    target = xnat_server_factory(
+        "--fault-only", r"^POST /data/services/archive",
+        "--drop-rate", "1.0", "--after-fraction", "0.0", "--max-consecutive", "1",
+        prearchive_code=0,
+    )  # fmt: skip
+    plan = load_plan(plan_file)
+    report = deposit(target, plan_file)
+    assert report.status == "complete", report.problems
+    assert target.stats()["faults"]["drop"] > 0
+    assert state_counts(target, plan)["prearchive"] == 0
+    assert state_counts(target, plan)["files"] == plan["counts"]["files"]
