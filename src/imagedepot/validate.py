@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,17 +108,22 @@ def validate_path(path: str | Path) -> ValidationResult:
 
 
 def inspect_nifti(
-    path: str | Path, *, require_scaling: bool = False
+    path: str | Path, *, require_scaling: bool = False, data: str = "last_plane"
 ) -> tuple[dict[str, Any], list[str]]:
-    """Read a NIfTI back and check it.
+    """Read a NIfTI back and check it (the one NIfTI checker of the package).
 
     Parameters
     ----------
     path
         ``.nii`` or ``.nii.gz`` file.
     require_scaling
-        Also require a finite ``scl_slope`` (dcm2niix always writes one). Without it a NaN slope is
-        accepted as "no scaling", as nibabel writes it.
+        Require finite ``scl_slope`` and ``scl_inter`` (dcm2niix always writes them). Without it a
+        NaN slope is accepted as "no scaling", as nibabel writes it.
+    data
+        How the voxel data are checked: ``"last_plane"`` decodes the last 2-D plane (a truncated
+        or undecodable file fails; flags non-finite float voxels), ``"size"`` decodes nothing and
+        compares the data block's size with what the header says (the file size of a ``.nii``, the
+        gzip trailer of a ``.nii.gz``, decompressed in full only when the trailer disagrees).
 
     Returns
     -------
@@ -163,11 +169,15 @@ def inspect_nifti(
     info["scl_inter"] = inter if np.isfinite(inter) else None
     if np.isinf(slope) or (require_scaling and not np.isfinite(slope)):
         problems.append(f"scl_slope is not finite ({slope})")
-    if np.isinf(inter) or (
-        require_scaling and np.isfinite(slope) and slope != 0 and np.isnan(inter)
-    ):
+    if np.isinf(inter) or (require_scaling and not np.isfinite(inter)):
         problems.append(f"scl_inter is not finite ({inter})")
-    if not problems:
+    if data == "size":
+        # The loaded header forgets vox_offset (nibabel recomputes it on save): use the stored one.
+        expected = int(raw["vox_offset"]) + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
+        found = _data_size(Path(path), expected)
+        if found < expected:
+            problems.append(f"data truncated: {found} of {expected} bytes")
+    elif not problems:
         # Read the last 2-D plane: a truncated file fails here, memory stays one plane.
         index = (slice(None), slice(None)) + (-1,) * (len(shape) - 2)
         try:
@@ -178,6 +188,29 @@ def inspect_nifti(
             if np.issubdtype(last.dtype, np.floating) and not np.all(np.isfinite(last)):
                 info["non_finite_voxels"] = True
     return info, problems
+
+
+def _data_size(path: Path, expected: int) -> int:
+    """Bytes of the NIfTI stream (uncompressed), trusting a gzip trailer that matches."""
+    if not path.name.endswith(".gz"):
+        return path.stat().st_size
+    import gzip
+    import struct
+    import zlib
+
+    with open(path, "rb") as fh:
+        fh.seek(-4, os.SEEK_END)
+        (isize,) = struct.unpack("<I", fh.read(4))
+    if isize == expected % (1 << 32):
+        return expected
+    total = 0
+    try:
+        with gzip.open(path, "rb") as gz:
+            while chunk := gz.read(1 << 22):
+                total += len(chunk)
+    except (OSError, EOFError, zlib.error):
+        pass
+    return total
 
 
 # --------------------------------------------------------------------------- OME-Zarr

@@ -75,7 +75,6 @@ import logging
 import os
 import re
 import shutil
-import struct
 import subprocess
 import sys
 import tempfile
@@ -420,83 +419,12 @@ def output_flags(postfix: str, sidecar: dict[str, Any] | None) -> list[str]:
 
 
 def check_nifti(path: Path) -> tuple[dict[str, Any], list[str]]:
-    """Read a NIfTI's header back with nibabel and check it, without decoding the voxel data.
+    """Check a NIfTI dcm2niix wrote, without decoding the voxel data: header, geometry, finite
+    scaling (dcm2niix always writes it) and a data block as long as the header says
+    (:func:`imagedepot.validate.inspect_nifti` with ``require_scaling`` and ``data="size"``)."""
+    from imagedepot.validate import inspect_nifti
 
-    Returns ``info`` (``shape``, ``dtype``, ``zooms``, ``axcodes``, ``scl_slope``, ``scl_inter``)
-    and the problems found (empty when the file is good): bad shape, affine not finite or singular,
-    no qform/sform, scaling not finite, data block shorter than the header says (the file size of
-    a ``.nii``; the uncompressed size in the gzip trailer of a ``.nii.gz``, decoded in full only
-    when the trailer disagrees).
-    """
-    import nibabel as nib
-    import numpy as np
-
-    info: dict[str, Any] = {}
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for a bad file
-        return info, [f"nibabel cannot read it: {exc}"]
-    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
-        return info, [f"not a NIfTI image ({type(img).__name__})"]
-    problems: list[str] = []
-    hdr = img.header
-    shape = tuple(int(n) for n in img.shape)
-    info["shape"] = list(shape)
-    info["dtype"] = str(hdr.get_data_dtype())
-    info["zooms"] = [float(z) for z in hdr.get_zooms()]
-    if len(shape) < 2 or min(shape) < 1:
-        problems.append(f"bad shape {shape}")
-    affine = img.affine
-    if affine is None or not np.all(np.isfinite(affine)):
-        problems.append("affine is not finite")
-    elif abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
-        problems.append("affine is singular (zero determinant)")
-    else:
-        info["axcodes"] = list(nib.aff2axcodes(affine))
-    if int(hdr["sform_code"]) <= 0 and int(hdr["qform_code"]) <= 0:
-        problems.append("no spatial orientation (qform_code and sform_code are 0)")
-    # nibabel moves scaling from the loaded header to the data proxy: read the stored values.
-    from nibabel.openers import ImageOpener
-
-    with ImageOpener(str(path)) as fh:
-        raw = img.header_class.from_fileobj(fh)
-    slope = float(raw["scl_slope"])
-    inter = float(raw["scl_inter"])
-    info["scl_slope"] = slope if np.isfinite(slope) else None
-    info["scl_inter"] = inter if np.isfinite(inter) else None
-    # dcm2niix always writes a scaling: NaN is as wrong as infinity here.
-    if not np.isfinite(slope):
-        problems.append(f"scl_slope is not finite ({slope})")
-    if not np.isfinite(inter):
-        problems.append(f"scl_inter is not finite ({inter})")
-    # The loaded header forgets vox_offset (nibabel recomputes it on save): use the stored one.
-    expected = int(raw["vox_offset"]) + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
-    found = _data_size(path, expected)
-    if found < expected:
-        problems.append(f"data truncated: {found} of {expected} bytes")
-    return info, problems
-
-
-def _data_size(path: Path, expected: int) -> int:
-    """Bytes of the NIfTI stream (uncompressed), trusting a gzip trailer that matches."""
-    if not path.name.endswith(".gz"):
-        return path.stat().st_size
-    import gzip
-    import zlib
-
-    with open(path, "rb") as fh:
-        fh.seek(-4, os.SEEK_END)
-        (isize,) = struct.unpack("<I", fh.read(4))
-    if isize == expected % (1 << 32):
-        return expected
-    total = 0
-    try:
-        with gzip.open(path, "rb") as gz:
-            while chunk := gz.read(1 << 22):
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        pass
-    return total
+    return inspect_nifti(path, require_scaling=True, data="size")
 
 
 def _irregular(
