@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,8 +59,10 @@ def all_item_files(item: dict[str, Any]) -> list[Path]:
 
 def input_records(item: dict[str, Any]) -> list[dict[str, Any]]:
     """Provenance records of the item's originals: logical path (as in the manifest), size, SHA-256."""
-    storage = Storage.from_env()
-    return [file_record(storage.local(f["path"])) | {"path": f["path"]} for f in item["files"]]
+    return [
+        file_record(local) | {"path": f["path"]}
+        for f, local in zip(item["files"], all_item_files(item), strict=True)
+    ]
 
 
 def read_status(folder: str | Path) -> dict[str, Any]:
@@ -421,14 +423,30 @@ def _leak_one(args: tuple[dict[str, Any], str, str]) -> tuple[str, str]:
     return str(res["item"]), str(res["status"])
 
 
+#: Modules the workers of a batch step use: imported once, before forking.
+READERS = ("pydicom", "nibabel")
+
+
 def run_parallel(
-    fn: Callable[[Any], tuple[str, str]], tasks: list[Any], jobs: int
+    fn: Callable[[Any], tuple[str, str]],
+    tasks: list[Any],
+    jobs: int,
+    *,
+    preload: Sequence[str] = READERS,
 ) -> dict[str, str]:
-    """Run ``fn`` over ``tasks`` on ``jobs`` worker processes (in this process when 1)."""
+    """Run ``fn`` over ``tasks`` on ``jobs`` worker processes (in this process when 1).
+
+    ``preload``: modules imported in this process before forking, so that the workers inherit
+    them instead of each importing them again.
+    """
     if jobs <= 1 or len(tasks) <= 1:
         return dict(fn(t) for t in tasks)
+    import importlib
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
+
+    for name in preload:
+        importlib.import_module(name)
 
     # fork: workers start in milliseconds. Safe because this parent process never starts a JVM
     # (Bio-Formats readers start theirs inside the workers) nor threads before the pool.
@@ -459,10 +477,6 @@ def run_batch(
     """
     items = batch_items(manifest, batch)
     up = input_folder(upstream) if upstream is not None else None
-    if jobs > 1 and len(items) > 1:
-        # Forked workers inherit what the parent imported: load the readers once, not per worker.
-        import nibabel  # noqa: F401
-        import pydicom  # noqa: F401
     with atomic_path(output_folder(out), force=force, is_dir=True) as tmp:
         if step == "convert":
             opts = convert_options or ConvertOptions()

@@ -22,6 +22,23 @@ def add_config_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+_STAGE_OUTPUTS = {"convert": "converted", "deid": "de-identified", "leak": "leak-report"}
+
+
+def add_stage_root(
+    parser: argparse.ArgumentParser, stage: str, *, required: bool = True, note: str = ""
+) -> None:
+    """Add ``--<stage>-root``: a stage's output root folder, or the tree markers of its batches
+    (resolve with :func:`imagedepot.storage.input_root`)."""
+    parser.add_argument(
+        f"--{stage}-root",
+        nargs="+",
+        required=required,
+        help=f"folder of {_STAGE_OUTPUTS[stage]} batch folders, or the batches' .tree.json "
+        f"markers{note}",
+    )
+
+
 def get_config(args: argparse.Namespace, *, required: bool = True) -> dict[str, Any] | None:
     """Load the configuration named by ``--config`` / ``--config-json``."""
     if getattr(args, "config_json", None):

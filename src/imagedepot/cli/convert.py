@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagedepot.cli._common import add_stage_root
 from imagedepot.errors import InputError
 from imagedepot.io import write_json
 
@@ -124,10 +125,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="OUT_DIR",
         help="tree to create (replaced atomically), or its .tree.json marker",
     )
-    roots = "folder of {} batch folders, or the batches' .tree.json markers"
-    b.add_argument("--convert-root", nargs="+", required=True, help=roots.format("converted"))
-    b.add_argument("--deid-root", nargs="+", required=True, help=roots.format("de-identified"))
-    b.add_argument("--leak-root", nargs="+", required=True, help=roots.format("leak-report"))
+    for stage in ("convert", "deid", "leak"):
+        add_stage_root(b, stage)
     b.add_argument("--rules", help="BIDS mapping rules YAML (default: the package's)")
     b.set_defaults(func=run_bids)
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from imagedepot.cli._common import add_config_options, get_config
+from imagedepot.cli._common import add_config_options, add_stage_root, get_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,14 +37,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         required=True,
         help="the scan's manifest (or the item JSON folder written by scan --items-dir)",
     )
-    roots = "folder of {} batch folders, or the batches' .tree.json markers"
-    b.add_argument("--deid-root", nargs="+", required=True, help=roots.format("de-identified"))
-    b.add_argument("--leak-root", nargs="+", required=True, help=roots.format("leak-report"))
-    b.add_argument(
-        "--convert-root",
-        nargs="+",
-        help=roots.format("converted") + " (adds a Provenance for each conversion)",
-    )
+    add_stage_root(b, "deid")
+    add_stage_root(b, "leak")
+    add_stage_root(b, "convert", required=False, note=" (adds a Provenance for each conversion)")
     out = b.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", metavar="BUNDLE", help="bundle JSON to write (one DATASET)")
     out.add_argument(
@@ -150,17 +145,14 @@ def run_bundle(args: argparse.Namespace) -> int:
         return 0
     from imagedepot.pipeline import run_parallel
 
-    if args.jobs > 1 and len(datasets) > 1:
-        # Forked workers inherit what the parent imported: load the heavy modules once.
-        import pydicom  # noqa: F401
-
-        import imagedepot.leakcheck  # noqa: F401
     folder = output_folder(args.out_dir)
     with atomic_path(folder, force=True, is_dir=True) as tmp:
         # Forked workers inherit the inputs (the manifest may list 10,000 files): only names travel.
         _SHARED.update(roots=roots, out=tmp)
         try:
-            run_parallel(_bundle_task, datasets, args.jobs)
+            run_parallel(
+                _bundle_task, datasets, args.jobs, preload=("pydicom", "imagedepot.leakcheck")
+            )
         finally:
             _SHARED.clear()
     finish_output(args.out_dir)

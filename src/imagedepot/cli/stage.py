@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagedepot.cli._common import add_config_options, get_config, load_policies
+from imagedepot.cli._common import add_config_options, add_stage_root, get_config, load_policies
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -26,9 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("destination", help="destination name from the config")
     s.add_argument("out", help="folder to create (replaced atomically), or its .tree.json marker")
     s.add_argument("--manifest", required=True, help="manifest from `imagedepot scan`")
-    roots = "folder of {} batch folders, or the batches' .tree.json markers"
-    s.add_argument("--deid-root", nargs="+", required=True, help=roots.format("de-identified"))
-    s.add_argument("--leak-root", nargs="+", required=True, help=roots.format("leak-report"))
+    add_stage_root(s, "deid")
+    add_stage_root(s, "leak")
     s.add_argument(
         "--fhir-root", required=True, help="folder of FHIR bundles (or its .tree.json marker)"
     )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from imagedepot.cli._common import add_stage_root
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``summary`` verb."""
@@ -16,12 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--manifest", required=True, help="manifest from `imagedepot scan`")
-    p.add_argument(
-        "--leak-root",
-        nargs="+",
-        required=True,
-        help="folder of the batch leak-report folders, or the batches' .tree.json markers",
-    )
+    add_stage_root(p, "leak")
     p.add_argument(
         "--stage-dirs",
         nargs="*",
