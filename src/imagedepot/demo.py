@@ -3,7 +3,7 @@
 :func:`make_demo` writes a small inbox that exercises every stage of the workflow: DICOM
 folders with two studies mixed together, a secondary capture with a name burned into its
 pixels where a pixel-cleaning rule of the demo policy expects it (cleaned), an ultrasound
-capture with burned-in text from a device no rule knows (quarantined), a truncated file, a subject without consent, an OME-TIFF with an experimenter, a
+capture with burned-in text from a device no rule knows (found by OCR and blanked), a truncated file, a subject without consent, an OME-TIFF with an experimenter, a
 Bio-Formats fake file and a NIfTI volume with a BIDS-like sidecar, plus the consent sheet,
 clinical table, policies, sample sheet and a pseudonymisation key.
 
@@ -1219,7 +1219,7 @@ License: CC0 1.0 (public domain dedication).
 | path | what |
 |---|---|
 | `inbox/DOE_JOHN_19650312/` | DICOM MR and CT studies of one subject, shuffled; a DICOMDIR |
-| `inbox/ROE_JANE/` | DICOM CT; a CT screen capture with the name in its pixels (cleaned by a rule of the policy); an ultrasound capture from a device no rule knows (quarantined); a truncated file |
+| `inbox/ROE_JANE/` | DICOM CT; a CT screen capture with the name in its pixels (cleaned by a rule of the policy); an ultrasound capture from a device no rule knows (its burned-in name found by OCR and blanked); a truncated file |
 | `inbox/POE_EDGAR/` | DICOM CT of a subject without consent (excluded by policy) |
 | `inbox/microscopy/` | OME-TIFF with an experimenter in its metadata; a Bio-Formats `.fake` file |
 | `inbox/nifti/` | NIfTI volume and BIDS-like sidecar with PHI in header, extension and JSON |

@@ -82,6 +82,8 @@ from typing import Any
 
 from imagedepot.deid.ome import parse_xml
 from imagedepot.errors import InputError, LeakError
+from imagedepot.pixeltext.dicom import PixelTextSettings
+from imagedepot.pixeltext.identifiers import Identifiers as TextIdentifiers
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +102,7 @@ KINDS = (
     "institution",
     "device",
     "text",
+    "pixel_text",
 )
 
 _STOPWORDS_TEXT = """
@@ -1033,9 +1036,18 @@ class LeakReport:
 
 
 class _Scanner:
-    def __init__(self, ids: Identifiers, allow: frozenset[str]) -> None:
+    def __init__(
+        self,
+        ids: Identifiers,
+        allow: frozenset[str],
+        pixel_text: PixelTextSettings | None = None,
+        text_ids: TextIdentifiers | None = None,
+    ) -> None:
         self.ids = ids
         self.allow = allow
+        self.pixel_text = pixel_text
+        self.text_ids = text_ids or TextIdentifiers()
+        self.images_read = 0
         self.salt = secrets.token_bytes(16)
         self.report = LeakReport(allowed_kinds=sorted(allow), identifiers=ids.counts())
         self.n_hits = 0
@@ -1072,18 +1084,22 @@ class _Scanner:
             if kind is not None and len(key) > len(best.get(kind, "")):
                 best[kind] = key
         for kind, key in best.items():
-            sig = (file, location, kind)
-            if sig in self._seen:
-                continue
-            self._seen.add(sig)
-            self.n_hits += 1
-            self.by_kind[kind] += 1
-            self.files_with_hits.add(file)
-            if len(self.report.hits) < MAX_HITS:
-                token = _salted(self.salt, key)
-                self.report.hits.append(
-                    {"file": file, "location": location, "kind": kind, "token": token}
-                )
+            self.hit(file, location, kind, key)
+
+    def hit(self, file: str, location: str, kind: str, key: str) -> None:
+        """Record one hit (once per file, location and kind)."""
+        sig = (file, location, kind)
+        if sig in self._seen:
+            return
+        self._seen.add(sig)
+        self.n_hits += 1
+        self.by_kind[kind] += 1
+        self.files_with_hits.add(file)
+        if len(self.report.hits) < MAX_HITS:
+            token = _salted(self.salt, key)
+            self.report.hits.append(
+                {"file": file, "location": location, "kind": kind, "token": token}
+            )
 
     def rel(self, path: Path, base: Path) -> str:
         parts = path.relative_to(base).parts
@@ -1248,7 +1264,33 @@ class _Scanner:
         if ds is None:
             return False
         self._scan_dicom_dataset(ds, rel)
+        if self.pixel_text is not None and "Rows" in ds:  # an image (pixels not read yet)
+            self._scan_pixel_text(path, rel)
         return True
+
+    def _scan_pixel_text(self, path: Path, rel: str) -> None:
+        """Read the text in every frame; identifiers in it, or text the policy's mode would
+        have blanked, are hits of kind ``pixel_text`` (undecodable pixel data too: fail closed)."""
+        import pydicom
+
+        from imagedepot.pixeltext.dicom import find_text, would_blank
+
+        assert self.pixel_text is not None
+        try:
+            ds = pydicom.dcmread(path)
+            regions, _ = find_text(ds, self.pixel_text)
+        except Exception as exc:  # decoders and engines raise many types: fail closed
+            self.hit(rel, "PixelData (cannot read for text)", "pixel_text", type(exc).__name__)
+            return
+        self.images_read += 1
+        for r in regions:
+            where = f"PixelData frame {r.frame} box {list(r.box)}"
+            if r.text:
+                self.check(r.text, rel, where)
+                if self.text_ids.match(r.text):
+                    self.hit(rel, where, "pixel_text", r.text)
+            if would_blank(r, self.pixel_text, self.text_ids):
+                self.hit(rel, where, "pixel_text", f"{r.frame}:{r.box}")
 
     def _scan_dicom_dataset(self, ds: Any, rel: str, prefix: str = "") -> None:
         meta = getattr(ds, "file_meta", None)
@@ -1363,6 +1405,8 @@ def scan(
     outputs: Sequence[Path],
     *,
     allow_kinds: Iterable[str] = (),
+    pixel_text: PixelTextSettings | None = None,
+    text_ids: TextIdentifiers | None = None,
 ) -> LeakReport:
     """Look for ``identifiers`` in every output file and folder (recursively).
 
@@ -1375,13 +1419,21 @@ def scan(
     allow_kinds
         Kinds the policy keeps on purpose (see :func:`allowed_kinds_for_options`): hits of only
         these kinds are not counted.
+    pixel_text
+        When given, the pixels of every DICOM image are read for text with the same detector as
+        de-identification (:mod:`imagedepot.pixeltext`): the recognised text is searched for
+        the identifiers, and text that the policy's mode would have blanked is a hit of kind
+        ``pixel_text``.
+    text_ids
+        Identifiers for the OCR-tolerant matching of recognised text
+        (:func:`imagedepot.pixeltext.identifiers.from_dataset` of the originals).
 
     Returns
     -------
     LeakReport
         ``status`` is ``"leak"`` when anything was found. No identifier values inside.
     """
-    scanner = _Scanner(identifiers, frozenset(allow_kinds))
+    scanner = _Scanner(identifiers, frozenset(allow_kinds), pixel_text, text_ids)
     if len(identifiers) == 0:
         scanner.report.warnings.append("no identifiers harvested from the originals")
         log.warning("no identifiers harvested from the originals: the leak gate checks nothing")
@@ -1398,6 +1450,34 @@ def leakcheck(
     extra: Iterable[str] = (),
     *,
     allow_kinds: Iterable[str] = (),
+    pixel_text: PixelTextSettings | None = None,
 ) -> LeakReport:
-    """Harvest identifiers from ``originals`` (plus ``extra``) and scan ``outputs`` for them."""
-    return scan(harvest(originals, extra), outputs, allow_kinds=allow_kinds)
+    """Harvest identifiers from ``originals`` (plus ``extra``) and scan ``outputs`` for them
+    (with ``pixel_text``, also the text in every DICOM image's pixels)."""
+    extra = list(extra)
+    text_ids = None
+    if pixel_text is not None:
+        text_ids = text_identifiers(originals, extra)
+    return scan(
+        harvest(originals, extra),
+        outputs,
+        allow_kinds=allow_kinds,
+        pixel_text=pixel_text,
+        text_ids=text_ids,
+    )
+
+
+def text_identifiers(originals: Sequence[Path], extra: Iterable[str] = ()) -> TextIdentifiers:
+    """OCR-tolerant identifiers of the original DICOM headers and ``extra`` values."""
+    from imagedepot.pixeltext.identifiers import from_dataset
+
+    out = TextIdentifiers()
+    for value in extra:
+        out.add(value, "id")
+    for path in _iter_input_files(list(originals)):
+        if _sniff(path)[128:132] != b"DICM":
+            continue
+        ds = _read_dicom(path, force=False)
+        if ds is not None:
+            out.update(from_dataset(ds))
+    return out

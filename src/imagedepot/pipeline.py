@@ -24,12 +24,16 @@ from imagedepot.io import (
     write_json,
     write_private_text,
 )
+from imagedepot.pixeltext.dicom import PixelTextSettings
 from imagedepot.provenance import Provenance
 from imagedepot.storage import Storage, finish_output, input_folder, output_folder
 
 log = logging.getLogger(__name__)
 
 PROVENANCE = "provenance.json"
+#: Before/after pictures of images blanked or refused for burned-in text: trusted zone only
+#: (never staged, not scanned by the leak gate), for the run report.
+THUMBNAILS = "pixeltext-thumbnails"
 
 
 def load_item(item: str | Path | Mapping[str, Any]) -> dict[str, Any]:
@@ -93,6 +97,8 @@ def _run_step(
         except InputError as exc:
             log.warning("%s: item %s quarantined: %s", step, item["id"], exc)
             for child in list(tmp.iterdir()):
+                if child.name == THUMBNAILS:
+                    continue  # what was refused, shown for the run report (trusted zone)
                 if child.is_dir():
                     shutil.rmtree(child)
                 else:
@@ -289,6 +295,8 @@ def deidentify_item(
                 pseudonymizer=pseudo,
                 subject=subject,
                 action_log=tmp / "actions.jsonl",
+                thumbnails=tmp / THUMBNAILS,
+                identifiers=[(str(v), "id") for v in (item.get("dataset"),) if v],
                 **policy.dicom_options(),
             )
             reports["dicom"] = r.to_dict()
@@ -353,9 +361,12 @@ def leakcheck_item(
     else:
         extra = [item["subject"]] if item.get("subject") else []
         originals = all_item_files(item)
-        outputs = [p for p in deid.iterdir() if p.name != PROVENANCE]
+        outputs = [p for p in deid.iterdir() if p.name not in (PROVENANCE, THUMBNAILS)]
         allow = allowed_kinds_for_options(frozenset(up.get("options", {}).get("deid_options", [])))
-        rep = leakcheck(originals, outputs, extra=extra, allow_kinds=allow).to_dict()
+        text = PixelTextSettings.from_config((up.get("policy") or {}).get("pixel_text"))
+        rep = leakcheck(
+            originals, outputs, extra=extra, allow_kinds=allow, pixel_text=text
+        ).to_dict()
         result |= {"report": rep, "status": "clean" if rep["status"] == "clean" else "leak"}
         if result["status"] == "leak":
             result["reason"] = f"leak gate: {len(rep['hits'])} identifier hit(s) in the outputs"

@@ -55,6 +55,10 @@ checked line by line when the policy loads) adds its ``%filter`` labels as rules
 ``deid_filters`` (default true) adds the coordinate rules of the filter database of the
 installed ``deid`` package, read at run time (:func:`imagedepot.deid.pixels.deid_filter_rules`;
 none when deid is not installed, which refuses more images, never fewer).
+``pixel_text`` (:class:`imagedepot.pixeltext.dicom.PixelTextSettings`) says what happens to
+text that OCR finds in the pixels of every image: blanked (``blank_all``, the default, or
+``blank_phi``) and read again, or the image quarantined (``quarantine``); the rules above are
+applied first, as an extra.
 :meth:`Policy.dicom_options` gives all of this to :func:`imagedepot.deid.dicom.deidentify_dicom`.
 """
 
@@ -80,6 +84,7 @@ from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
 from imagedepot.errors import PolicyError
 from imagedepot.io import sha256_file
+from imagedepot.pixeltext.dicom import PixelTextSettings
 
 __all__ = [
     "DESTINATION_CLASSES",
@@ -188,6 +193,7 @@ class Policy:
     recipe: Recipe | None = None
     deid_recipe: str | None = None
     deid_filters: bool = True
+    pixel_text: PixelTextSettings = field(default_factory=PixelTextSettings)
     _consent: Mapping[str, bool] = field(default_factory=dict, repr=False)
 
     def consented(self, subject: str) -> bool:
@@ -238,6 +244,7 @@ class Policy:
             "policy_options": self.deid_options,
             "pixel_rules": self.pixel_cleaning_rules(),
             "recipe": self.recipe,
+            "pixel_text": self.pixel_text,
         }
 
     def to_provenance(self) -> dict[str, Any]:
@@ -271,6 +278,7 @@ class Policy:
             "max_date_shift_days": self.max_date_shift_days,
             "birth_date_detail": self.birth_date_detail,
             "pixel_cleaning": [r.to_dict() for r in self.pixel_rules],
+            "pixel_text": self.pixel_text.to_dict(),
             "deid_recipe": (
                 {"file": self.deid_recipe, **self.recipe.to_provenance()}
                 if self.recipe is not None
@@ -558,5 +566,13 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         recipe=recipe,
         deid_recipe=recipe_rel,
         deid_filters=bool(deid.get("deid_filters", True)),
+        pixel_text=_pixel_text(deid.get("pixel_text"), p),
         _consent=MappingProxyType(consent_map),
     )
+
+
+def _pixel_text(section: Any, path: Path) -> PixelTextSettings:
+    try:
+        return PixelTextSettings.from_config(section)
+    except (TypeError, ValueError) as exc:
+        raise PolicyError(f"{path}: deidentification.pixel_text: {exc}") from None

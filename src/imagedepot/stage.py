@@ -17,13 +17,13 @@ from typing import Any
 
 from imagedepot.errors import ImagedepotError, PolicyError
 from imagedepot.io import atomic_path, file_record, iter_files, read_json, write_json, write_text
-from imagedepot.pipeline import item_dir, leak_report_path
+from imagedepot.pipeline import THUMBNAILS, item_dir, leak_report_path
 from imagedepot.provenance import now, tool_versions
 
 log = logging.getLogger(__name__)
 
 #: Files of a de-identified item folder that stay in the trusted zone.
-TRUSTED_ONLY = {"actions.jsonl"}
+TRUSTED_ONLY = {"actions.jsonl", THUMBNAILS}
 
 
 @dataclass

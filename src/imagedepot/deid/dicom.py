@@ -75,6 +75,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import functools
 import gc
 import hashlib
@@ -105,6 +106,15 @@ from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, ValueMismatch, apply_header
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path, check_overwrite, iter_files
+from imagedepot.pixeltext import identifiers as text_ids
+from imagedepot.pixeltext.dicom import (
+    VOLUME_MODALITIES,
+    PixelTextError,
+    PixelTextSettings,
+    clean_pixel_text,
+    write_thumbnails,
+)
+from imagedepot.pixeltext.engines import engine_info as text_engine_info
 
 log = logging.getLogger(__name__)
 
@@ -249,6 +259,13 @@ class DeidReport:
     edition: str = profile.EDITION
     pseudonym: str = ""
     pixel_cleaned: list[dict[str, Any]] = field(default_factory=list)
+    #: Per file with text found in its pixels: boxes, engines, what was blanked, the encoding.
+    pixel_text: list[dict[str, Any]] = field(default_factory=list)
+    #: The pixel-text settings and engines (names, versions, model SHA-256).
+    pixel_text_engine: dict[str, Any] = field(default_factory=dict)
+    #: Files read by the text detector / files not read (``ocr_series: sample``).
+    ocr_files: int = 0
+    ocr_sampled_out: int = 0
     skipped: list[dict[str, Any]] = field(default_factory=list)
     errors: list[dict[str, Any]] = field(default_factory=list)
     linkage: list[tuple[str, str]] = field(default_factory=list)
@@ -272,6 +289,10 @@ class DeidReport:
             "edition": self.edition,
             "pseudonym": self.pseudonym,
             "pixel_cleaned": [dict(r) for r in self.pixel_cleaned],
+            "pixel_text": [dict(r) for r in self.pixel_text],
+            "pixel_text_engine": dict(self.pixel_text_engine),
+            "ocr_files": self.ocr_files,
+            "ocr_sampled_out": self.ocr_sampled_out,
             "skipped": strip(self.skipped),
             "errors": strip(self.errors),
         }
@@ -475,8 +496,17 @@ class _Engine:
         pixel_rules: Sequence[PixelRule],
         keep_log: bool,
         recipe: Recipe | None = None,
+        pixel_text: PixelTextSettings | None = None,
+        known: text_ids.Identifiers | None = None,
+        thumbnails: Path | None = None,
+        ocr_skip: frozenset[str] = frozenset(),
     ) -> None:
         self.options = options
+        self.pixel_text = pixel_text
+        self.known = known or text_ids.Identifiers()
+        self.thumbnails = thumbnails
+        self.ocr_skip = ocr_skip
+        self.text_report: dict[str, Any] | None = None
         self.pz = pseudonymizer
         self.subject = subject
         self.pseudonym = pseudonymizer.subject_id(subject)
@@ -787,6 +817,7 @@ class _Engine:
 
         self.trim_caches()
         self.flog = _FileLog(self.pz.key, self.keep_log)
+        self.text_report = None
         try:
             ds = dcmread(os.fspath(path), defer_size=DEFER_SIZE)
         except InvalidDicomError as exc:
@@ -827,6 +858,8 @@ class _Engine:
             if o not in ("clean_pixel_data", "clean_recognizable_visual_features")
         ]
         rules_applied = self._pixels(ds, path)
+        if self._text(ds, path, rules_applied):
+            rules_applied = [*rules_applied, "pixel_text"]
         if rules_applied:
             claimed.append("clean_pixel_data")
             raw = None  # new pixel data, written by pydicom
@@ -862,7 +895,11 @@ class _Engine:
         self._file_meta(ds, sop_class, new_sop, str(tsyntax))
         if raw is not None:
             del ds[0x7FE00010]  # copied byte for byte when written
-        return _Done(ds, f"{new_sop}.dcm", sorted(set(claimed)), rules_applied, pid, raw)
+        if self.text_report is not None:
+            self.text_report["file"] = f"{new_sop}.dcm"
+        return _Done(
+            ds, f"{new_sop}.dcm", sorted(set(claimed)), rules_applied, pid, raw, self.text_report
+        )
 
     def _recipe(self, ds: Any, path: Path) -> int:
         """Apply the deid recipe's header actions after the profile; returns dates moved."""
@@ -934,6 +971,18 @@ class _Engine:
                 raise InputError(path, f"cannot clean pixel data: {exc}") from exc
             self.flog.add("", 0x7FE00010, "C")
             return [r.name for r in cleaning]
+        if self.pixel_text is not None:
+            # with text detection, the header's hints alone no longer refuse an image: the
+            # detector reads it (:meth:`_text`); a rule of the policy that only flags (such as
+            # a recipe's blacklist) still refuses what it names
+            flagged = [r for r in matched if not r.cleans]
+            if flagged and not cleaning:
+                raise InputError(
+                    path,
+                    f"burned-in annotation possible (flagged by {flagged[0].name!r}) and no "
+                    "pixel-cleaning rule cleans it",
+                )
+            return []
         if reason is None:
             return []
         if "clean_pixel_data" not in self.options:
@@ -943,6 +992,70 @@ class _Engine:
         else:
             why = "no pixel-cleaning rule matches"
         raise InputError(path, f"burned-in annotation possible ({reason}) and {why}")
+
+    def _text(self, ds: Any, path: Path, rules_applied: Sequence[str]) -> bool:
+        """Burned-in text found by OCR: blank it as the policy says, verify, or refuse.
+
+        Returns True when the pixel data were changed. Overlay planes (groups 60xx) go first
+        (PS3.15: overlay data removed; the rest of the plane is meaningless without it).
+        """
+        if self.pixel_text is None or not any(t in ds for t in _PIXEL_TAGS):
+            return False
+        for tag in [int(t) for t in ds.keys()]:  # noqa: SIM118 - tags, not elements
+            group = tag >> 16
+            if 0x6000 <= group <= 0x601E and group % 2 == 0:
+                self.flog.add("", tag, "X")
+                del ds[tag]
+        if str(path) in self.ocr_skip:
+            self.text_report = {"sampled_out": True}
+            return False
+        flag = str(ds.get("BurnedInAnnotation") or "").strip().upper()
+        known = text_ids.from_dataset(ds)
+        known.update(self.known)
+        try:
+            result = clean_pixel_text(
+                ds, self.pixel_text, known, may_blank="clean_pixel_data" in self.options
+            )
+        except PixelTextError as exc:
+            self._thumbs(ds, exc, None)
+            boxes = "; ".join(
+                f"frame {r.frame} box {list(r.box)} ({r.engine})" for r in exc.regions[:8]
+            )
+            raise InputError(path, f"burned-in text: {exc.reason}: {boxes}") from None
+        except ValueError as exc:
+            raise InputError(path, f"cannot check pixel data for burned-in text: {exc}") from None
+        except RuntimeError as exc:  # an engine missing: fail closed
+            raise InputError(path, f"burned-in text detector unavailable: {exc}") from None
+        self.text_report = {"frames_read": result.frames, "found": len(result.found)}
+        if result.found:
+            self.text_report.update(result.to_dict())
+        if not result.changed:
+            if flag == "YES" and not rules_applied:
+                raise InputError(
+                    path,
+                    "BurnedInAnnotation is YES but no text was detected and no pixel-cleaning "
+                    "rule applies: cannot verify the annotation is gone",
+                )
+            return False
+        self.text_report["encoding"] = result.encoding
+        self.flog.add("", 0x7FE00010, "C")
+        self._thumbs(ds, None, result)
+        return True
+
+    def _thumbs(self, ds: Any, error: PixelTextError | None, result: Any) -> None:
+        if self.thumbnails is None:
+            return
+        from imagedepot.pixeltext.dicom import PixelTextResult
+
+        name = self.uid(str(ds.get("SOPInstanceUID") or "image"))
+        if result is None and error is not None:
+            result = PixelTextResult(found=error.regions)
+            result.before = error.before
+            result.after = error.after
+        try:
+            write_thumbnails(result, self.thumbnails, name)
+        except OSError as exc:
+            log.warning("cannot write thumbnails: %s", exc)
 
     def _visual_features(self, ds: Any, path: Path) -> None:
         if "clean_recognizable_visual_features" not in self.options:
@@ -1104,6 +1217,9 @@ def deidentify_dicom(
     recipe: Recipe | None = None,
     skip_bad_files: bool = False,
     workers: int = 1,
+    pixel_text: PixelTextSettings | None = None,
+    identifiers: Iterable[tuple[str, str]] = (),
+    thumbnails: str | os.PathLike[str] | None = None,
 ) -> DeidReport:
     """De-identify DICOM files with the PS3.15 Basic Profile and ``policy_options``.
 
@@ -1145,6 +1261,15 @@ def deidentify_dicom(
         Processes working on files in parallel (1: in this process). Each file is read,
         cleaned and written by one worker; memory per worker does not grow with the number of
         files. Outputs and report are the same for any number of workers.
+    pixel_text
+        Burned-in text detection (:mod:`imagedepot.pixeltext.dicom`); ``None`` means the
+        defaults (``blank_all``, every frame of every file). Detection always runs.
+    identifiers
+        ``(value, kind)`` pairs of identifiers from outside the file (the sample and consent
+        sheets' subject IDs...) that ``blank_phi`` looks for too (kinds: name, id, date...).
+    thumbnails
+        A folder (trusted zone only) for before/after PNGs of every image blanked or refused
+        for its text.
 
     Raises
     ------
@@ -1169,8 +1294,23 @@ def deidentify_dicom(
     if workers < 1:
         raise ValueError(f"workers must be at least 1 (given {workers})")
 
+    text = pixel_text if pixel_text is not None else PixelTextSettings()
+    known = text_ids.Identifiers()
+    known.add(subject, "id")
+    for value, kind in identifiers:
+        known.add(value, kind)
+    ocr_skip = _ocr_skip(files, text) if not single else frozenset()
     setup = _Setup(
-        options, pseudonymizer, subject, tuple(pixel_rules), action_log is not None, recipe
+        options,
+        pseudonymizer,
+        subject,
+        tuple(pixel_rules),
+        action_log is not None,
+        recipe,
+        text,
+        known,
+        Path(thumbnails) if thumbnails is not None else None,
+        ocr_skip,
     )
     pseudonym = pseudonymizer.subject_id(subject)
     report = DeidReport(
@@ -1180,6 +1320,7 @@ def deidentify_dicom(
         pseudonym=pseudonym,
         linkage=[(subject, pseudonym)],
     )
+    report.pixel_text_engine = {"settings": text.to_dict(), "engines": text_engine_info()}
     counts: Counter[str] = Counter()
     claimed_all: set[str] = set()
 
@@ -1197,8 +1338,24 @@ def deidentify_dicom(
         else:
             tmpdir = stack.enter_context(atomic_path(out_path, force=force, is_dir=True))
             expected_pid: str | None = None
-            for res in _results(setup, files, tmpdir, workers):
+            sampled = [(i, f) for i, f in enumerate(files) if str(f) not in ocr_skip]
+            later = [(i, f) for i, f in enumerate(files) if str(f) in ocr_skip]
+            series_of = _series_of(later) if later else {}
+            with_text: set[str] = set()
+
+            def passes() -> Iterator[_Result]:
+                yield from _results(setup, sampled, tmpdir, workers)
+                if later:  # ocr_series: sample. A series with text is read whole
+                    still = frozenset(
+                        str(f) for _, f in later if series_of[str(f)] not in with_text
+                    )
+                    again = dataclasses.replace(setup, ocr_skip=still)
+                    yield from _results(again, later, tmpdir, workers)
+
+            for res in passes():
                 path = files[res.index]
+                if res.text_found:
+                    with_text.update(_series_of([(res.index, path)]).values())
                 if res.skipped is not None:
                     report.skipped.append(
                         {"index": res.index, "path": str(path), "reason": res.skipped}
@@ -1271,6 +1428,7 @@ class _Done:
     rules: list[str]
     pid: str
     raw: tuple[int, int, bytes] | None  # the input's pixel data element: start, end, tag bytes
+    text: dict[str, Any] | None = None  # what the text detector found and did
 
 
 @dataclass(frozen=True)
@@ -1283,6 +1441,10 @@ class _Setup:
     pixel_rules: tuple[PixelRule, ...]
     keep_log: bool
     recipe: Recipe | None
+    pixel_text: PixelTextSettings | None = None
+    known: text_ids.Identifiers | None = None
+    thumbnails: Path | None = None
+    ocr_skip: frozenset[str] = frozenset()
 
     def engine(self) -> _Engine:
         return _Engine(
@@ -1292,6 +1454,10 @@ class _Setup:
             self.pixel_rules,
             self.keep_log,
             self.recipe,
+            self.pixel_text,
+            self.known,
+            self.thumbnails,
+            self.ocr_skip,
         )
 
 
@@ -1308,6 +1474,12 @@ class _Result:
     claimed: list[str] = field(default_factory=list)
     rules: list[str] = field(default_factory=list)
     log_line: str | None = None  # the file's action-log line (JSON), made by the worker
+    text: dict[str, Any] | None = None
+
+    @property
+    def text_found(self) -> bool:
+        """True when the detector found text in this file (blanked or not)."""
+        return bool(self.text and self.text.get("found"))
 
 
 _WORKER: dict[str, _Engine] = {}
@@ -1340,7 +1512,7 @@ def _run_chunk(
             out.append(_Result(index, skipped=str(skip)))
             continue
         except InputError as exc:
-            out.append(_Result(index, error=exc.reason))
+            out.append(_Result(index, error=exc.reason, text={"found": 1}))
             continue
         line = None
         if engine.keep_log:
@@ -1355,6 +1527,7 @@ def _run_chunk(
                 claimed=done.claimed,
                 rules=done.rules,
                 log_line=line,
+                text=done.text,
             )
         )
     return out
@@ -1366,10 +1539,12 @@ def _worker_chunk(chunk: Sequence[tuple[int, Path]], target_dir: Path) -> list[_
 
 
 def _results(
-    setup: _Setup, files: Sequence[Path], target_dir: Path, workers: int
+    setup: _Setup, indexed: Sequence[tuple[int, Path]], target_dir: Path, workers: int
 ) -> Iterator[_Result]:
     """Results in input order, from this process or from ``workers`` processes."""
-    indexed = list(enumerate(files))
+    indexed = list(indexed)
+    if not indexed:
+        return
     size = max(1, min(_CHUNK_FILES, len(indexed) // (workers * 4) or 1))
     chunks = [indexed[i : i + size] for i in range(0, len(indexed), size)]
     if workers == 1 or len(chunks) == 1:
@@ -1415,6 +1590,12 @@ def _accept(
     claimed_all.update(res.claimed)
     if res.rules:
         report.pixel_cleaned.append({"file": shown, "rules": res.rules})
+    if res.text is not None and res.text.get("sampled_out"):
+        report.ocr_sampled_out += 1
+    elif res.text is not None:
+        report.ocr_files += 1
+        if res.text.get("found"):
+            report.pixel_text.append(dict(res.text))
     if log_fh is not None and res.log_line is not None:
         log_fh.write(res.log_line + "\n")
 
@@ -1529,3 +1710,58 @@ def infer_subject(src: str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
             where, f"cannot infer the subject: {len(seen)} distinct Patient IDs; pass --subject"
         )
     return seen.pop()
+
+
+def _header(path: Path) -> Any:
+    from pydicom import dcmread
+
+    try:
+        return dcmread(
+            os.fspath(path),
+            stop_before_pixels=True,
+            specific_tags=["SeriesInstanceUID", "Modality", "InstanceNumber", "NumberOfFrames"],
+        )
+    except Exception:  # unreadable files are refused later, by the real read
+        return None
+
+
+def _series_of(indexed: Sequence[tuple[int, Path]]) -> dict[str, str]:
+    """Series Instance UID of each file (``""`` when unreadable)."""
+    out = {}
+    for _, path in indexed:
+        ds = _header(path)
+        out[str(path)] = str(ds.get("SeriesInstanceUID") or "") if ds is not None else ""
+    return out
+
+
+def _ocr_skip(files: Sequence[Path], settings: PixelTextSettings) -> frozenset[str]:
+    """Files the text detector does not read at first under ``ocr_series: sample``.
+
+    Only single-frame series of volume modalities (CT, MR, PT, NM) are sampled: the first,
+    middle and last slice and every ``sample_every``-th (by Instance Number) are read; when any
+    of them has text, the whole series is read (see :func:`deidentify_dicom`).
+    """
+    if settings.ocr_series != "sample":
+        return frozenset()
+    series: dict[str, list[tuple[int, str]]] = {}
+    for path in files:
+        ds = _header(path)
+        if ds is None:
+            continue
+        modality = str(ds.get("Modality") or "").strip().upper()
+        if modality not in VOLUME_MODALITIES or int(ds.get("NumberOfFrames") or 1) > 1:
+            continue
+        try:
+            number = int(ds.get("InstanceNumber") or 0)
+        except (TypeError, ValueError):
+            number = 0
+        series.setdefault(str(ds.get("SeriesInstanceUID") or ""), []).append((number, str(path)))
+    skip: set[str] = set()
+    for uid, members in series.items():
+        if not uid or len(members) < 4:
+            continue
+        members.sort()
+        n = len(members)
+        keep = {0, n // 2, n - 1, *range(0, n, settings.sample_every)}
+        skip.update(p for i, (_, p) in enumerate(members) if i not in keep)
+    return frozenset(skip)

@@ -204,7 +204,7 @@ def test_plan_maps_demo_onto_xnat_model(xnat_staged_demo: Path, plan_file: Path)
     assert plan["counts"] == {
         "subjects": 2,
         "sessions": 4,
-        "scans": 5,  # MR, CT; CT + the cleaned secondary capture; NIfTI
+        "scans": 6,  # MR, CT; CT + the cleaned secondary capture + the ultrasound; NIfTI
         "files": len(entries),
         "bytes": sum(f["size"] for f in entries),
     }
@@ -423,7 +423,7 @@ def test_twenty_percent_faults_complete_without_duplicates(
     assert state_counts(target, plan) == {
         "subjects": 2,
         "sessions": 4,
-        "scans": 5,
+        "scans": 6,
         "files": plan["counts"]["files"],
         "prearchive": 0,
     }
@@ -624,7 +624,7 @@ def test_timeouts_are_retried(xnat_server_factory, plan_file: Path) -> None:
     assert report.status == "complete", report.problems
     assert target.stats()["faults"]["slow"] > 0 and report.retries > 0
     counts = state_counts(target, plan)
-    assert (counts["sessions"], counts["scans"], counts["files"]) == (4, 5, plan["counts"]["files"])
+    assert (counts["sessions"], counts["scans"], counts["files"]) == (4, 6, plan["counts"]["files"])
 
 
 def test_xnatpy_object_model_sees_the_deposit(xnat_server: XnatTarget, plan_file: Path) -> None:

@@ -1,0 +1,392 @@
+"""Find text in an 8-bit image: screen, detect with both engines, unite the boxes.
+
+:meth:`TextFinder.find` works in three steps:
+
+1. **Screen** (:func:`candidate_regions`, OpenCV, a few milliseconds for 512 x 512): strokes of
+   text are thin and of high contrast, so the white and black top-hats with a 9 x 9 element
+   (after a 3 x 3 Gaussian that takes out pixel noise) keep them and drop flat background and
+   smooth anatomy; runs (three of a 3 x 3 neighbourhood) of pixels of at least
+   :attr:`DetectorSettings.contrast` grey levels are grouped (dilated along the line) into
+   candidate areas, padded for context and merged. An image without candidates has no text the
+   detector could find: no network runs on it. ``screen: full`` skips this step and reads the
+   whole image.
+2. **Detect**: RapidOCR's DB detector reads each candidate area at full resolution (tiles of at
+   most :attr:`DetectorSettings.tile` pixels with overlap, so a mammogram is tiled, never
+   shrunk); areas whose strokes are small (text under :attr:`DetectorSettings.upscale_below`
+   pixels high) are read at twice the size. Probability above
+   :attr:`DetectorSettings.det_threshold` gives text kernels; a kernel whose mean probability
+   reaches :attr:`DetectorSettings.box_threshold` becomes a box, grown as DB grows its kernels
+   (by area x 1.6 / perimeter). The recogniser reads every box.
+3. **Second engine**: Tesseract reads every line-shaped group of strokes the screen found that
+   no detector box covers (one call per frame: the pieces are stacked into one picture); its
+   words of at least
+   :attr:`DetectorSettings.tesseract_confidence` are added. Boxes of both engines are kept
+   (united), each with its text, confidence and engine.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from imagedepot.pixeltext import engines
+
+log = logging.getLogger(__name__)
+
+#: A rectangle ``(x0, y0, x1, y1)``: x the column, y the row, ends exclusive.
+Box = tuple[int, int, int, int]
+
+#: Screening modes.
+SCREENS = ("candidates", "full")
+#: Boxes less high than this (pixels) are not legible text and are dropped.
+MIN_TEXT_HEIGHT = 6
+#: Tesseract words higher than this with no detector box around them are anatomy.
+MAX_TESSERACT_HEIGHT = 80
+#: Detector boxes higher than this need a confident reading of three or more characters.
+MAX_TEXT_HEIGHT = 48
+#: A detector box counts when the recogniser reads it with this confidence...
+READ_CONFIDENCE = 0.5
+#: ... or when the detector is this sure (mean probability of its kernel) without a reading,
+#: in a box no higher than this (large unread blobs are anatomy).
+STRONG_KERNEL = 0.7
+MAX_UNREAD_HEIGHT = 48
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """How hard to look. The defaults are what the benchmark (``benchmarks/pixels``) measured."""
+
+    screen: str = "candidates"
+    contrast: int = 28
+    det_threshold: float = 0.3
+    box_threshold: float = 0.5
+    tesseract: bool = True
+    tesseract_confidence: float = 0.8
+    tile: int = 1024
+    overlap: int = 96
+    upscale_below: int = 12
+    pad: int = 24
+
+    def __post_init__(self) -> None:
+        if self.screen not in SCREENS:
+            raise ValueError(f"screen must be one of {', '.join(SCREENS)} (given {self.screen!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form, for provenance."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass(frozen=True)
+class TextRegion:
+    """A box of text in one frame: where, what was read, how sure, by which engine."""
+
+    box: Box
+    text: str
+    confidence: float
+    engine: str
+    rendering: str = ""
+    frame: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-JSON form (the text is the caller's to keep or drop)."""
+        return {
+            "box": list(self.box),
+            "text": self.text,
+            "confidence": round(self.confidence, 3),
+            "engine": self.engine,
+            "rendering": self.rendering,
+            "frame": self.frame,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# Screening
+
+
+@dataclass
+class Area:
+    """A candidate area of an image and the height of the strokes seen in it."""
+
+    box: Box
+    stroke_height: int = 0
+    children: list[Box] = field(default_factory=list)
+
+
+def _overlaps(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _union(a: Box, b: Box) -> Box:
+    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+
+
+def merge_boxes(boxes: list[Box]) -> list[Box]:
+    """Boxes merged until none overlap (a box touching another merges with it)."""
+    out = list(boxes)
+    changed = True
+    while changed:
+        changed = False
+        merged: list[Box] = []
+        for box in out:
+            for i, other in enumerate(merged):
+                if _overlaps(box, other):
+                    merged[i] = _union(box, other)
+                    changed = True
+                    break
+            else:
+                merged.append(box)
+        out = merged
+    return out
+
+
+def candidate_regions(img: np.ndarray, settings: DetectorSettings) -> list[Area]:
+    """Areas of ``img`` (H x W uint8) that may hold text (see the module docstring)."""
+    import cv2
+
+    h, w = img.shape
+    if settings.screen == "full":
+        return [Area((0, 0, w, h), stroke_height=settings.upscale_below)]
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
+    smooth = cv2.GaussianBlur(img, (3, 3), 0.8)
+    top = cv2.morphologyEx(smooth, cv2.MORPH_TOPHAT, k)
+    black = cv2.morphologyEx(smooth, cv2.MORPH_BLACKHAT, k)
+    strong = (cv2.max(top, black) >= settings.contrast).astype(np.uint8)
+    # a stroke is a run of strong pixels; lone ones are noise
+    strong &= (cv2.boxFilter(strong, -1, (3, 3), normalize=False) >= 3).astype(np.uint8)
+    if not strong.any():
+        return []
+    grouped = cv2.dilate(strong, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 3)))
+    n, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+    pad = settings.pad
+    areas: list[Area] = []
+    for i in range(1, n):
+        x, y, bw, bh, count = (int(v) for v in stats[i])
+        if count < 12:
+            continue
+        box = (max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad))
+        areas.append(Area(box, stroke_height=bh, children=[(x, y, x + bw, y + bh)]))
+    merged = merge_boxes([a.box for a in areas])
+    out = []
+    for box in merged:
+        lines = [a for a in areas if _overlaps(a.box, box) and _line_like(a.children[0])]
+        heights = sorted(a.stroke_height for a in lines)
+        out.append(
+            Area(
+                box,
+                stroke_height=heights[len(heights) // 2] if heights else 0,
+                children=[a.children[0] for a in lines],
+            )
+        )
+    return out
+
+
+def _line_like(box: Box) -> bool:
+    """A group of strokes shaped like a line of text (height of text, at least as wide)."""
+    w, h = box[2] - box[0], box[3] - box[1]
+    return MIN_TEXT_HEIGHT <= h <= MAX_TESSERACT_HEIGHT and w >= h
+
+
+def tiles(box: Box, size: int, overlap: int) -> list[Box]:
+    """``box`` cut into tiles of at most ``size`` x ``size`` that overlap by ``overlap``."""
+    x0, y0, x1, y1 = box
+    step = max(1, size - overlap)
+
+    def starts(a: int, b: int) -> list[int]:
+        if b - a <= size:
+            return [a]
+        s = list(range(a, b - size, step))
+        return [*s, b - size]
+
+    return [
+        (x, y, min(x + size, x1), min(y + size, y1)) for y in starts(y0, y1) for x in starts(x0, x1)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+
+
+class TextFinder:
+    """Both engines, loaded once per process (see the module docstring)."""
+
+    def __init__(self, settings: DetectorSettings | None = None) -> None:
+        self.settings = settings or DetectorSettings()
+        self.detector = engines.DbDetector()
+        self.recognizer = engines.Recognizer()
+        if self.settings.tesseract and engines.tesseract_path() is None:
+            raise engines.EngineUnavailable(
+                "tesseract is not installed (Debian: tesseract-ocr tesseract-ocr-eng); "
+                "set pixel_text.tesseract: false to use RapidOCR alone"
+            )
+
+    def find(self, img: np.ndarray, *, frame: int = 0, rendering: str = "") -> list[TextRegion]:
+        """Text regions of ``img`` (H x W uint8), boxes in its pixel coordinates."""
+        return self.find_frame([(rendering, img)], frame=frame)
+
+    def find_frame(
+        self, renderings: list[tuple[str, np.ndarray]], *, frame: int = 0
+    ) -> list[TextRegion]:
+        """Text regions of one frame given in several renderings (one Tesseract call)."""
+        found: list[TextRegion] = []
+        pieces: list[tuple[str, np.ndarray, Area, int]] = []
+        for name, img in renderings:
+            for area in candidate_regions(img, self.settings):
+                small = area.stroke_height and area.stroke_height < self.settings.upscale_below
+                scale = 2 if small else 1
+                pieces.append((name, img, area, scale))
+                size = self.settings.tile // scale
+                for tile in tiles(area.box, size, self.settings.overlap // scale):
+                    found.extend(self._db(img, tile, scale, frame, name))
+        if pieces and self.settings.tesseract:
+            # Tesseract reads what the detector did not: line-shaped strokes with no box yet
+            lines = []
+            for name, img, area, scale in pieces:
+                h, w = img.shape
+                boxes = merge_boxes([_grow_box(c, 8, (h, w)) for c in area.children])
+                lines += [
+                    (name, img, Area(b), scale)
+                    for b in boxes
+                    if not any(r.rendering == name and _overlaps(r.box, b) for r in found)
+                ]
+            if lines:
+                found.extend(self._tesseract(lines, found, frame))
+        return found
+
+    def _db(
+        self, img: np.ndarray, tile: Box, scale: int, frame: int, rendering: str
+    ) -> list[TextRegion]:
+        import cv2
+
+        x0, y0, x1, y1 = tile
+        crop = img[y0:y1, x0:x1]
+        if scale != 1:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        prob = self.detector.probability(crop)
+        kernels = (prob > self.settings.det_threshold).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(kernels, connectivity=4)
+        boxes: list[Box] = []
+        scores: list[float] = []
+        for i in range(1, n):
+            x, y, bw, bh, count = (int(v) for v in stats[i])
+            if count < 3 or min(bw, bh) < 2:
+                continue
+            score = float(prob[y : y + bh, x : x + bw][labels[y : y + bh, x : x + bw] == i].mean())
+            if score < self.settings.box_threshold:
+                continue
+            grow = round(bw * bh * 1.6 / (2.0 * (bw + bh)))
+            bx0 = (x - grow) / scale + x0
+            by0 = (y - grow) / scale + y0
+            bx1 = (x + bw + grow) / scale + x0
+            by1 = (y + bh + grow) / scale + y0
+            h, w = img.shape
+            box = (
+                max(0, int(np.floor(bx0))),
+                max(0, int(np.floor(by0))),
+                min(w, int(np.ceil(bx1))),
+                min(h, int(np.ceil(by1))),
+            )
+            if box[3] - box[1] < MIN_TEXT_HEIGHT or box[2] - box[0] < MIN_TEXT_HEIGHT // 2:
+                continue  # too small to be legible
+            boxes.append(box)
+            scores.append(score)
+        if not boxes:
+            return []
+        crops = [_line_crop(img, b) for b in boxes]
+        read = self.recognizer.read(crops)
+        out = []
+        for b, score, (t, conf) in zip(boxes, scores, read, strict=True):
+            alnum = sum(c.isalnum() for c in t)
+            if b[3] - b[1] > MAX_TEXT_HEIGHT and (alnum < 3 or conf < 0.9):
+                continue  # a blob of anatomy read as one or two letters
+            latin = sum(c.isascii() and c.isalnum() for c in t)
+            readable = (alnum >= 2 and conf >= READ_CONFIDENCE) or (latin == 1 and conf >= 0.9)
+            bh, bw = b[3] - b[1], b[2] - b[0]
+            line_like = bh <= MAX_UNREAD_HEIGHT and bw >= 1.5 * bh  # a line of characters
+            if readable or (score >= STRONG_KERNEL and line_like):
+                out.append(TextRegion(b, t if readable else "", conf, "rapidocr", rendering, frame))
+        return out
+
+    def _tesseract(
+        self,
+        pieces: list[tuple[str, np.ndarray, Area, int]],
+        found: list[TextRegion],
+        frame: int,
+    ) -> list[TextRegion]:
+        import cv2
+
+        gap = 16
+        crops = []
+        for _, img, area, scale in pieces:
+            x0, y0, x1, y1 = area.box
+            crop = img[y0:y1, x0:x1]
+            if scale != 1:
+                crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+            if float(crop.mean()) < 128:  # Tesseract reads dark text on light
+                crop = 255 - crop
+            crops.append(crop)
+        width = max(c.shape[1] for c in crops) + 2 * gap
+        height = sum(c.shape[0] + gap for c in crops) + gap
+        mosaic = np.full((height, width), 255, dtype=np.uint8)
+        offsets = []
+        y = gap
+        for piece, crop in zip(pieces, crops, strict=True):
+            mosaic[y : y + crop.shape[0], gap : gap + crop.shape[1]] = crop
+            offsets.append((y, crop.shape[0], piece))
+            y += crop.shape[0] + gap
+        out = []
+        for word in engines.tesseract_words(mosaic):
+            wx0, wy0, wx1, wy1 = word.box
+            cy = (wy0 + wy1) / 2
+            for top, ph, (name, img, area, scale) in offsets:
+                if not top <= cy < top + ph:
+                    continue
+                h, w = img.shape
+                ax0, ay0 = area.box[:2]
+                box = (
+                    max(0, int((wx0 - gap) / scale) + ax0 - 1),
+                    max(0, int((wy0 - top) / scale) + ay0 - 1),
+                    min(w, int(np.ceil((wx1 - gap) / scale)) + ax0 + 1),
+                    min(h, int(np.ceil((wy1 - top) / scale)) + ay0 + 1),
+                )
+                if box[2] > box[0] and box[3] > box[1] and self._plausible(word, box, found):
+                    out.append(
+                        TextRegion(box, word.text, word.confidence, "tesseract", name, frame)
+                    )
+                break
+        return out
+
+    def _plausible(self, word: engines.Word, box: Box, found: list[TextRegion]) -> bool:
+        """Tesseract also reads anatomy as letters: a word counts when it overlaps a box of
+        the detector, or on its own when it is confident, has two or more letters or digits
+        and is of the height of text."""
+        alnum = sum(c.isalnum() for c in word.text)
+        height = box[3] - box[1]
+        if not MIN_TEXT_HEIGHT <= height <= MAX_TESSERACT_HEIGHT:
+            return False
+        if word.confidence >= 0.3 and any(_overlaps(box, r.box) for r in found):
+            return True
+        return (
+            word.confidence >= self.settings.tesseract_confidence
+            and alnum >= 2
+            and MIN_TEXT_HEIGHT <= height <= MAX_TESSERACT_HEIGHT
+        )
+
+
+def _grow_box(box: Box, by: int, shape: tuple[int, int]) -> Box:
+    x0, y0, x1, y1 = box
+    return (max(0, x0 - by), max(0, y0 - by), min(shape[1], x1 + by), min(shape[0], y1 + by))
+
+
+def _line_crop(img: np.ndarray, box: Box) -> np.ndarray:
+    """The text line in ``box`` for the recogniser (at least 8 pixels high, upscaled if small)."""
+    import cv2
+
+    x0, y0, x1, y1 = box
+    crop = img[y0:y1, x0:x1]
+    if crop.shape[0] < 24:
+        f = 32.0 / max(1, crop.shape[0])
+        crop = cv2.resize(crop, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
+    return np.ascontiguousarray(crop)
