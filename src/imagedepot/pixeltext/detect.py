@@ -52,7 +52,7 @@ READ_CONFIDENCE = 0.5
 #: ... or when the detector is this sure (mean probability of its kernel) without a reading,
 #: in a box no higher than this (large unread blobs are anatomy).
 STRONG_KERNEL = 0.7
-MAX_UNREAD_HEIGHT = 48
+MAX_UNREAD_HEIGHT = 36
 
 
 @dataclass(frozen=True)
@@ -304,7 +304,7 @@ class TextFinder:
             latin = sum(c.isascii() and c.isalnum() for c in t)
             readable = (alnum >= 2 and conf >= READ_CONFIDENCE) or (latin == 1 and conf >= 0.9)
             bh, bw = b[3] - b[1], b[2] - b[0]
-            line_like = bh <= MAX_UNREAD_HEIGHT and bw >= 1.5 * bh  # a line of characters
+            line_like = bh <= MAX_UNREAD_HEIGHT and bw >= 2 * bh  # a line of characters
             if readable or (score >= STRONG_KERNEL and line_like):
                 out.append(TextRegion(b, t if readable else "", conf, "rapidocr", rendering, frame))
         return out
