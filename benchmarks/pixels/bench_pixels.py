@@ -336,7 +336,6 @@ def run_imagedepot(cases: list[dict[str, Any]], work: Path, tesseract: bool) -> 
         pids = set(pool.map(_id_ready, range(WORKERS)))
         warm = time.perf_counter() - t0
         for phase, group in _phases(cases):
-            cpu0 = _children_cpu()
             start = time.perf_counter()
             futures = [
                 pool.submit(_id_case, (c["name"], c["path"], str(out_dir / f"{c['name']}.dcm")))
@@ -350,7 +349,6 @@ def run_imagedepot(cases: list[dict[str, Any]], work: Path, tesseract: bool) -> 
                 "seconds": seconds,
                 "images_per_s": len(group) / seconds,
                 "cpu_seconds_per_image": sum(r["cpu_seconds"] for r in got) / len(group),
-                "children_cpu_delta": _children_cpu() - cpu0,  # 0 until workers exit
             }
     for r in records:
         if r["status"] == "released":
@@ -543,6 +541,9 @@ def run_deid(which: str, series: Path, work: Path) -> dict[str, Any]:
         "files": len(files),
         "written": len(report.files_written),
         "errors": len(report.errors),
+        "error_reasons": [
+            {"file": Path(e["path"]).name, "reason": e["reason"]} for e in report.errors
+        ],
         "ocr_files": report.ocr_files,
         "ocr_sampled_out": report.ocr_sampled_out,
         "text_found": len(report.pixel_text),
@@ -982,6 +983,9 @@ def _markdown(report: dict[str, Any]) -> str:
                 f"{d['cpu_seconds_per_file']:.3f} | {ocr} | {d['text_found']} | {d['written']} "
                 f"| {d['errors']} | {x} | {d['peak_rss_per_worker_mib']:.0f} |"
             )
+        for k, d in deid.items():
+            for e in d.get("error_reasons", []):
+                lines.append(f"\n{DEID_LABELS[k]}: {e['file']} refused: {e['reason']}")
     for m in ("imagedepot", "imagedepot-no-tesseract", "presidio"):
         if m not in ev:
             continue
@@ -1049,7 +1053,8 @@ def _versions() -> dict[str, str]:
     out["numpy"] = np.__version__
     try:
         proc = subprocess.run(["tesseract", "--version"], capture_output=True, text=True)
-        out["tesseract"] = (proc.stdout or proc.stderr).splitlines()[0].strip()
+        line = (proc.stdout or proc.stderr).splitlines()[0].strip()
+        out["tesseract"] = line.removeprefix("tesseract ")
     except (OSError, IndexError):
         out["tesseract"] = "not installed"
     return out
@@ -1093,8 +1098,14 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def _subprocess(method: str, work: Path, extra: Sequence[str]) -> dict[str, Any]:
+def _subprocess(
+    method: str, work: Path, extra: Sequence[str], *, resume: bool = False
+) -> dict[str, Any]:
     result = work / f"{method}.result.json"
+    if resume and result.is_file():  # written only when the run completed
+        print(f"  (reusing {result.name})", flush=True)
+        saved: dict[str, Any] = json.loads(result.read_text())
+        return saved
     cmd = [sys.executable, str(Path(__file__).resolve()), "--one", method]
     cmd += ["--work", str(work / method), "--result", str(result), *extra]
     env = dict(os.environ, IMAGEDEPOT_OCR_THREADS="1")
@@ -1141,6 +1152,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-deid", action="store_true", help="skip the de-identification runs")
     ap.add_argument("--workdir", type=Path, help="outputs go here (default: a temp dir)")
     ap.add_argument("--no-write", action="store_true", help="print, do not write results")
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --workdir: reuse the results of methods that completed in an earlier run",
+    )
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--work", help=argparse.SUPPRESS)
     ap.add_argument("--result", help=argparse.SUPPRESS)
@@ -1190,7 +1206,7 @@ def main(argv: list[str] | None = None) -> int:
             if m == "presidio":
                 extra += ["--presidio-python", str(presidio_python)]
             t0 = time.perf_counter()
-            res = _subprocess(m, work, extra)
+            res = _subprocess(m, work, extra, resume=args.resume)
             evaluated[m] = evaluate(m, cases, res, inks)
             o, s = evaluated[m]["overall"], evaluated[m]["speed"]
             print(
