@@ -110,6 +110,7 @@ from imagedepot.pixeltext import identifiers as text_ids
 from imagedepot.pixeltext.dicom import (
     VOLUME_MODALITIES,
     PixelTextError,
+    PixelTextResult,
     PixelTextSettings,
     clean_pixel_text,
     write_thumbnails,
@@ -1017,7 +1018,7 @@ class _Engine:
                 ds, self.pixel_text, known, may_blank="clean_pixel_data" in self.options
             )
         except PixelTextError as exc:
-            self._thumbs(ds, exc, None)
+            self._thumbs(ds, PixelTextResult(found=exc.regions, before=exc.before, after=exc.after))
             boxes = "; ".join(
                 f"frame {r.frame} box {list(r.box)} ({r.engine})" for r in exc.regions[:8]
             )
@@ -1039,19 +1040,13 @@ class _Engine:
             return False
         self.text_report["encoding"] = result.encoding
         self.flog.add("", 0x7FE00010, "C")
-        self._thumbs(ds, None, result)
+        self._thumbs(ds, result)
         return True
 
-    def _thumbs(self, ds: Any, error: PixelTextError | None, result: Any) -> None:
+    def _thumbs(self, ds: Any, result: PixelTextResult) -> None:
         if self.thumbnails is None:
             return
-        from imagedepot.pixeltext.dicom import PixelTextResult
-
         name = self.uid(str(ds.get("SOPInstanceUID") or "image"))
-        if result is None and error is not None:
-            result = PixelTextResult(found=error.regions)
-            result.before = error.before
-            result.after = error.after
         try:
             write_thumbnails(result, self.thumbnails, name)
         except OSError as exc:
@@ -1299,7 +1294,7 @@ def deidentify_dicom(
     known.add(subject, "id")
     for value, kind in identifiers:
         known.add(value, kind)
-    ocr_skip = _ocr_skip(files, text) if not single else frozenset()
+    ocr_skip, series_of = _ocr_plan(files, text) if not single else (frozenset(), {})
     setup = _Setup(
         options,
         pseudonymizer,
@@ -1340,7 +1335,6 @@ def deidentify_dicom(
             expected_pid: str | None = None
             sampled = [(i, f) for i, f in enumerate(files) if str(f) not in ocr_skip]
             later = [(i, f) for i, f in enumerate(files) if str(f) in ocr_skip]
-            series_of = _series_of(later) if later else {}
             with_text: set[str] = set()
 
             def passes() -> Iterator[_Result]:
@@ -1354,8 +1348,10 @@ def deidentify_dicom(
 
             for res in passes():
                 path = files[res.index]
-                if res.text_found:
-                    with_text.update(_series_of([(res.index, path)]).values())
+                if res.text_found or res.error is not None:  # text, or refused: read it all
+                    uid = series_of.get(str(path))
+                    if uid:
+                        with_text.add(uid)
                 if res.skipped is not None:
                     report.skipped.append(
                         {"index": res.index, "path": str(path), "reason": res.skipped}
@@ -1512,7 +1508,7 @@ def _run_chunk(
             out.append(_Result(index, skipped=str(skip)))
             continue
         except InputError as exc:
-            out.append(_Result(index, error=exc.reason, text={"found": 1}))
+            out.append(_Result(index, error=exc.reason))
             continue
         line = None
         if engine.keep_log:
@@ -1725,24 +1721,18 @@ def _header(path: Path) -> Any:
         return None
 
 
-def _series_of(indexed: Sequence[tuple[int, Path]]) -> dict[str, str]:
-    """Series Instance UID of each file (``""`` when unreadable)."""
-    out = {}
-    for _, path in indexed:
-        ds = _header(path)
-        out[str(path)] = str(ds.get("SeriesInstanceUID") or "") if ds is not None else ""
-    return out
-
-
-def _ocr_skip(files: Sequence[Path], settings: PixelTextSettings) -> frozenset[str]:
-    """Files the text detector does not read at first under ``ocr_series: sample``.
+def _ocr_plan(
+    files: Sequence[Path], settings: PixelTextSettings
+) -> tuple[frozenset[str], dict[str, str]]:
+    """Files the text detector does not read at first under ``ocr_series: sample``, and the
+    Series Instance UID of every file of the sampled series (headers read once).
 
     Only single-frame series of volume modalities (CT, MR, PT, NM) are sampled: the first,
     middle and last slice and every ``sample_every``-th (by Instance Number) are read; when any
-    of them has text, the whole series is read (see :func:`deidentify_dicom`).
+    of them has text (or is refused), the whole series is read (see :func:`deidentify_dicom`).
     """
     if settings.ocr_series != "sample":
-        return frozenset()
+        return frozenset(), {}
     series: dict[str, list[tuple[int, str]]] = {}
     for path in files:
         ds = _header(path)
@@ -1757,6 +1747,7 @@ def _ocr_skip(files: Sequence[Path], settings: PixelTextSettings) -> frozenset[s
             number = 0
         series.setdefault(str(ds.get("SeriesInstanceUID") or ""), []).append((number, str(path)))
     skip: set[str] = set()
+    series_of: dict[str, str] = {}
     for uid, members in series.items():
         if not uid or len(members) < 4:
             continue
@@ -1764,4 +1755,5 @@ def _ocr_skip(files: Sequence[Path], settings: PixelTextSettings) -> frozenset[s
         n = len(members)
         keep = {0, n // 2, n - 1, *range(0, n, settings.sample_every)}
         skip.update(p for i, (_, p) in enumerate(members) if i not in keep)
-    return frozenset(skip)
+        series_of.update((p, uid) for _, p in members)
+    return frozenset(skip), series_of

@@ -57,7 +57,7 @@ MAX_UNREAD_HEIGHT = 36
 
 @dataclass(frozen=True)
 class DetectorSettings:
-    """How hard to look. The defaults are what the benchmark (``benchmarks/pixels``) measured."""
+    """How hard to look (the defaults are the ones ``benchmarks/pixels`` measures)."""
 
     screen: str = "candidates"
     contrast: int = 28
