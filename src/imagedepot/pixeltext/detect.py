@@ -13,19 +13,23 @@
 2. **Detect**: RapidOCR's DB detector reads each candidate area at full resolution (tiles of at
    most :attr:`DetectorSettings.tile` pixels with overlap, so a mammogram is tiled, never
    shrunk); areas whose strokes are small (text under :attr:`DetectorSettings.upscale_below`
-   pixels high) are read at twice the size. Probability above
+   pixels high) are read at twice the size. The renderings of a frame go into the network's
+   colour channels together, so one pass reads both. Probability above
    :attr:`DetectorSettings.det_threshold` gives text kernels; a kernel whose mean probability
    reaches :attr:`DetectorSettings.box_threshold` becomes a box, grown as DB grows its kernels
-   (by area x 1.6 / perimeter). The recogniser reads every box.
-3. **Second engine**: Tesseract reads every line-shaped group of strokes the screen found that
-   no detector box covers (one call per frame: the pieces are stacked into one picture); its
-   words of at least
+   (by area x 1.6 / perimeter). The recogniser reads every box in every rendering and keeps
+   the best reading.
+3. **Second engine**: Tesseract reads the line-shaped groups of strokes the screen found that
+   no detector box covers and that hold characters (:func:`has_characters`: three glyph-sized
+   strokes in a row, or a run of touching letters), in one call per frame (the pieces are
+   stacked into one picture); its words of at least
    :attr:`DetectorSettings.tesseract_confidence` are added. Boxes of both engines are kept
    (united), each with its text, confidence and engine.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,19 +233,31 @@ class TextFinder:
     def find_frame(
         self, renderings: list[tuple[str, np.ndarray]], *, frame: int = 0
     ) -> list[TextRegion]:
-        """Text regions of one frame given in several renderings (one Tesseract call)."""
+        """Text regions of one frame given in several renderings.
+
+        Renderings of the same size are stacked into the detector's colour channels (one pass
+        reads them all, :meth:`engines.DbDetector.probability`); the recogniser reads every box
+        in each rendering and keeps the best reading. Tesseract gets one call per frame.
+        """
         found: list[TextRegion] = []
         pieces: list[tuple[str, np.ndarray, Area, int]] = []
-        for name, img in renderings:
-            for area in candidate_regions(img, self.settings):
-                small = area.stroke_height and area.stroke_height < self.settings.upscale_below
-                scale = 2 if small else 1
-                pieces.append((name, img, area, scale))
+        for group in _stacks(renderings):
+            stack = group[0][1] if len(group) == 1 else np.dstack([img for _, img in group])
+            runs: dict[int, list[Box]] = {}
+            for name, img in group:
+                for area in candidate_regions(img, self.settings):
+                    small = area.stroke_height and area.stroke_height < self.settings.upscale_below
+                    scale = 2 if small else 1
+                    pieces.append((name, img, area, scale))
+                    runs.setdefault(scale, []).append(area.box)
+            for scale, boxes in sorted(runs.items()):
                 size = self.settings.tile // scale
-                for tile in tiles(area.box, size, self.settings.overlap // scale):
-                    found.extend(self._db(img, tile, scale, frame, name))
+                for box in merge_boxes(boxes):
+                    for tile in tiles(box, size, self.settings.overlap // scale):
+                        found.extend(self._db(stack, group, tile, scale, frame))
         if pieces and self.settings.tesseract:
             # Tesseract reads what the detector did not: line-shaped strokes with no box yet
+            # that hold characters (two or more glyph-sized strokes side by side)
             lines = []
             for name, img, area, scale in pieces:
                 h, w = img.shape
@@ -249,39 +265,36 @@ class TextFinder:
                 lines += [
                     (name, img, Area(b), scale)
                     for b in boxes
-                    if not any(r.rendering == name and _overlaps(r.box, b) for r in found)
+                    if not any(_overlaps(r.box, b) for r in found) and has_characters(img, b)
                 ]
             if lines:
                 found.extend(self._tesseract(lines, found, frame))
         return found
 
     def _db(
-        self, img: np.ndarray, tile: Box, scale: int, frame: int, rendering: str
+        self,
+        stack: np.ndarray,
+        group: list[tuple[str, np.ndarray]],
+        tile: Box,
+        scale: int,
+        frame: int,
     ) -> list[TextRegion]:
         import cv2
 
         x0, y0, x1, y1 = tile
-        crop = img[y0:y1, x0:x1]
+        crop = stack[y0:y1, x0:x1]
         if scale != 1:
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         prob = self.detector.probability(crop)
-        kernels = (prob > self.settings.det_threshold).astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(kernels, connectivity=4)
+        h, w = stack.shape[:2]
         boxes: list[Box] = []
         scores: list[float] = []
-        for i in range(1, n):
-            x, y, bw, bh, count = (int(v) for v in stats[i])
-            if count < 3 or min(bw, bh) < 2:
-                continue
-            score = float(prob[y : y + bh, x : x + bw][labels[y : y + bh, x : x + bw] == i].mean())
-            if score < self.settings.box_threshold:
-                continue
+        for x, y, bw, bh, score in _kernels(prob, self.settings, scale):
             grow = round(bw * bh * 1.6 / (2.0 * (bw + bh)))
             bx0 = (x - grow) / scale + x0
             by0 = (y - grow) / scale + y0
             bx1 = (x + bw + grow) / scale + x0
             by1 = (y + bh + grow) / scale + y0
-            h, w = img.shape
             box = (
                 max(0, int(np.floor(bx0))),
                 max(0, int(np.floor(by0))),
@@ -294,15 +307,17 @@ class TextFinder:
             scores.append(score)
         if not boxes:
             return []
-        crops = [_line_crop(img, b) for b in boxes]
+        crops = [_line_crop(img, b) for b in boxes for _, img in group]
         read = self.recognizer.read(crops)
+        k = len(group)
         out = []
-        for b, score, (t, conf) in zip(boxes, scores, read, strict=True):
+        for j, (b, score) in enumerate(zip(boxes, scores, strict=True)):
+            choices = [(*read[j * k + r], group[r][0]) for r in range(k)]
+            t, conf, rendering = max(choices, key=lambda c: (_readable(c[0], c[1]), c[1]))
             alnum = sum(c.isalnum() for c in t)
             if b[3] - b[1] > MAX_TEXT_HEIGHT and (alnum < 3 or conf < 0.9):
                 continue  # a blob of anatomy read as one or two letters
-            latin = sum(c.isascii() and c.isalnum() for c in t)
-            readable = (alnum >= 2 and conf >= READ_CONFIDENCE) or (latin == 1 and conf >= 0.9)
+            readable = _readable(t, conf)
             bh, bw = b[3] - b[1], b[2] - b[0]
             line_like = bh <= MAX_UNREAD_HEIGHT and bw >= 2 * bh  # a line of characters
             if readable or (score >= STRONG_KERNEL and line_like):
@@ -360,19 +375,166 @@ class TextFinder:
 
     def _plausible(self, word: engines.Word, box: Box, found: list[TextRegion]) -> bool:
         """Tesseract also reads anatomy as letters: a word counts when it overlaps a box of
-        the detector, or on its own when it is confident, has two or more letters or digits
-        and is of the height of text."""
+        the detector, or on its own when it is confident, of the height of text and has three
+        or more letters or digits (two when surer still and at least 8 px high)."""
         alnum = sum(c.isalnum() for c in word.text)
         height = box[3] - box[1]
         if not MIN_TEXT_HEIGHT <= height <= MAX_TESSERACT_HEIGHT:
             return False
         if word.confidence >= 0.3 and any(_overlaps(box, r.box) for r in found):
             return True
-        return (
-            word.confidence >= self.settings.tesseract_confidence
-            and alnum >= 2
-            and MIN_TEXT_HEIGHT <= height <= MAX_TESSERACT_HEIGHT
-        )
+        if word.confidence < self.settings.tesseract_confidence:
+            return False
+        # alone: three letters or digits, or two in a word of full text height read surely
+        # (texture read as "at" in a 6 px word of an ultrasound frame)
+        return alnum >= 3 or (alnum == 2 and height >= 8 and word.confidence >= 0.9)
+
+
+#: A row of a kernel whose mean probability is under this share of its highest row's lies
+#: between two lines of text.
+SPLIT_VALLEY = 0.3
+
+
+def _kernels(
+    prob: np.ndarray, settings: DetectorSettings, scale: int
+) -> list[tuple[int, int, int, int, float]]:
+    """Text kernels of a probability map: ``(x, y, width, height, mean probability)``.
+
+    Lines of text set close together (two pixels apart, as on the corners of radiographs)
+    merge into one kernel at :attr:`DetectorSettings.det_threshold`; such a kernel is too high
+    for a line and its reading fails. Where the kernel breaks into bands that do not share a
+    row at a higher level (:data:`SPLIT_LEVELS`), it is cut between them, each part keeping
+    all its pixels of the lower level.
+    """
+    import cv2
+
+    mask = (prob > settings.det_threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
+    out = []
+    for i in range(1, n):
+        x, y, bw, bh, count = (int(v) for v in stats[i])
+        if count < 3 or min(bw, bh) < 2:
+            continue
+        own = labels[y : y + bh, x : x + bw] == i
+        sub = prob[y : y + bh, x : x + bw]
+        parts = [(0, bh)]
+        if bh >= 2 * MIN_TEXT_HEIGHT * scale:
+            parts = _stacked_lines(sub, own) or parts
+        for r0, r1 in parts:
+            piece = own[r0:r1]
+            rows = np.flatnonzero(piece.any(axis=1))
+            cols = np.flatnonzero(piece.any(axis=0))
+            if len(rows) == 0:
+                continue
+            score = float(sub[r0:r1][piece].mean())
+            if score < settings.box_threshold or piece.sum() < 3:
+                continue
+            py0, px0 = r0 + int(rows[0]), int(cols[0])
+            ph, pw = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+            if min(ph, pw) >= 2:
+                out.append((x + px0, y + py0, pw, ph, score))
+    return out
+
+
+def _stacked_lines(sub: np.ndarray, own: np.ndarray) -> list[tuple[int, int]] | None:
+    """Row ranges of the lines stacked in one kernel, or ``None`` when it holds one line.
+
+    The mean probability of each row falls between two lines (a few columns may still bridge
+    them where the lines end together); rows under :data:`SPLIT_VALLEY` of the highest row
+    part the kernel into bands, and two bands of three rows or more are cut at the lowest row
+    between them.
+    """
+    profile = np.where(own, sub, 0.0).mean(axis=1)
+    low = profile < SPLIT_VALLEY * float(profile.max())
+    bands: list[tuple[int, int]] = []
+    start = None
+    for r, is_low in enumerate([*low.tolist(), True]):
+        if not is_low and start is None:
+            start = r
+        elif is_low and start is not None:
+            if r - start >= 3:
+                bands.append((start, r))
+            start = None
+    if len(bands) < 2:
+        return None
+    cuts = [a1 + int(np.argmin(profile[a1:b0])) for (_, a1), (b0, _) in itertools.pairwise(bands)]
+    edges = [0, *cuts, own.shape[0]]
+    return list(itertools.pairwise(edges))
+
+
+def _readable(text: str, conf: float) -> bool:
+    """A reading worth its name: two letters or digits, or one Latin one read with certainty."""
+    alnum = sum(c.isalnum() for c in text)
+    latin = sum(c.isascii() and c.isalnum() for c in text)
+    return (alnum >= 2 and conf >= READ_CONFIDENCE) or (latin == 1 and conf >= 0.9)
+
+
+def _stacks(renderings: list[tuple[str, np.ndarray]]) -> list[list[tuple[str, np.ndarray]]]:
+    """Renderings grouped for one detector pass each: same size, at most three to a group."""
+    groups: list[list[tuple[str, np.ndarray]]] = []
+    for name, img in renderings:
+        for g in groups:
+            if len(g) < 3 and g[0][1].shape == img.shape:
+                g.append((name, img))
+                break
+        else:
+            groups.append([(name, img)])
+    return groups
+
+
+def has_characters(img: np.ndarray, box: Box, contrast: int = 28) -> bool:
+    """True if ``box`` of ``img`` holds strokes shaped like a line of text (gates Tesseract).
+
+    Per polarity (light on dark: white top-hat; dark on light: black top-hat; one at a time,
+    since their union fills the gaps between letters), the strokes of at least
+    ``contrast`` grey levels are split into connected parts. The box holds characters when two
+    parts of glyph size (4 to 60 pixels high, no more than four times as wide) stand in a row,
+    each beside the next: heights within a factor of two, overlapping by half the smaller
+    height, no farther apart than the larger height (two blobs of anatomy side by side are
+    common, three in a row of letter shape are not); or when one part is a run of letters that touch (a band 6
+    to 48 pixels high whose middle rows cross at least three strokes, and about one per
+    character width). A curve of anatomy or a table edge crosses one.
+    """
+    import cv2
+
+    x0, y0, x1, y1 = box
+    crop = img[y0:y1, x0:x1]
+    if crop.shape[0] < 4 or crop.shape[1] < 4:
+        return False
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
+    smooth = cv2.GaussianBlur(crop, (3, 3), 0.8)
+    for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
+        strong = (cv2.morphologyEx(smooth, op, k) >= contrast).astype(np.uint8)
+        strong &= (cv2.boxFilter(strong, -1, (3, 3), normalize=False) >= 3).astype(np.uint8)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
+        glyphs = []
+        for i in range(1, n):
+            x, y, bw, bh, count = (int(v) for v in stats[i])
+            if 4 <= bh <= 60 and bw <= 4 * bh and count >= 4:
+                glyphs.append((x, y, x + bw, y + bh))
+            elif 6 <= bh <= 48 and bw >= bh and count >= 12:
+                part = labels[y : y + bh, x : x + bw] == i
+                mid = part[bh // 4 : bh - bh // 4]
+                crossings = np.count_nonzero(mid[:, 1:] & ~mid[:, :-1], axis=1)
+                if float(np.median(crossings)) >= max(3.0, 0.8 * bw / bh):
+                    return True
+        glyphs.sort()
+        left: set[int] = set()  # glyphs with a neighbour to their right
+        right: set[int] = set()  # ... to their left
+        for a, (_, ay0, ax1, ay1) in enumerate(glyphs):
+            ah = ay1 - ay0
+            for b, (bx0, by0, _, by1) in enumerate(glyphs[a + 1 :], start=a + 1):
+                gap = bx0 - ax1
+                if gap > 60:
+                    break  # sorted by left edge: the rest are farther still
+                lo, hi = sorted((ah, by1 - by0))
+                overlap = min(ay1, by1) - max(ay0, by0)
+                if -lo // 2 <= gap <= hi and 2 * lo >= hi and 2 * overlap >= lo:
+                    left.add(a)
+                    right.add(b)
+        if left & right:
+            return True  # three glyphs in a row
+    return False
 
 
 def _grow_box(box: Box, by: int, shape: tuple[int, int]) -> Box:

@@ -98,19 +98,29 @@ class DbDetector:
         self.input = self.session.get_inputs()[0].name
 
     def probability(self, img: np.ndarray) -> np.ndarray:
-        """Probability of text per pixel of ``img`` (H x W uint8), as float32 H x W.
+        """Probability of text per pixel of ``img``, as float32 H x W.
+
+        ``img`` is H x W uint8, or H x W x C (C at most 3) uint8 whose planes are different
+        renderings of the same pixels: the network's colour channels take one each (the first
+        twice when there are two), so text that shows in any of them is found in one pass.
 
         The image is framed by :data:`MARGIN` black pixels (text touching the border is missed
         without context) and padded (not resized) to multiples of :data:`STRIDE`, so pixels keep
         their scale: callers upscale small text and tile large images themselves.
         """
         h, w = img.shape[:2]
+        planes = [img] if img.ndim == 2 else [img[..., c] for c in range(img.shape[2])]
+        if not 1 <= len(planes) <= 3:
+            raise ValueError(f"the detector takes 1 to 3 planes, given {len(planes)}")
+        # the first rendering takes two of the three channels (measured: text that shows in
+        # it alone is found as well as with it alone; with one channel each it is cut short)
+        planes = [planes[0], *planes][:3] if len(planes) < 3 else planes
         m = MARGIN
         ph, pw = -(-(h + 2 * m) // STRIDE) * STRIDE, -(-(w + 2 * m) // STRIDE) * STRIDE
-        x = np.zeros((ph, pw), dtype=np.float32)
-        x[m : m + h, m : m + w] = img
-        x = (x / 255.0 - _NORM) / _NORM
-        batch = np.broadcast_to(x, (1, 3, ph, pw)).astype(np.float32)
+        batch = np.zeros((1, 3, ph, pw), dtype=np.float32)
+        for c, plane in enumerate(planes):
+            batch[0, c, m : m + h, m : m + w] = plane
+        batch = (batch / 255.0 - _NORM) / _NORM
         out = self.session.run(None, {self.input: batch})[0]
         return np.asarray(out[0, 0, m : m + h, m : m + w], dtype=np.float32)
 
