@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from imagedepot.errors import ImagedepotError, PolicyError
-from imagedepot.io import atomic_path, file_record, iter_files, read_json, write_json, write_text
+from imagedepot.io import (
+    atomic_path,
+    file_record,
+    iter_files,
+    public_modes,
+    read_json,
+    write_json,
+    write_text,
+)
 from imagedepot.pipeline import THUMBNAILS, item_dir, leak_report_path
 from imagedepot.provenance import now, tool_versions
 
@@ -159,6 +167,9 @@ def stage_destination(
             },
         )
         write_json(tmp / "summary.json", report.public_dict())
+        # Staged output is meant to leave the trusted zone: usual modes (files copied from
+        # results/deid would keep 0600 otherwise).
+        public_modes(tmp)
     log.info("staged %d item(s) for %s (%d files)", len(report.staged), destination, report.files)
     return report
 

@@ -99,3 +99,27 @@ def test_summary_identity(tmp_path: Path, results: StageInputs) -> None:
     s2 = summarize_run(results.manifest, results.leak_root, [])
     assert s2["found"] == s2["processed"] + s2["quarantined"] + s2["excluded"]
     assert s2["processed"] == 1
+
+
+def test_stage_clears_stale_temporaries_and_keeps_usual_modes(
+    tmp_path: Path, results: StageInputs
+) -> None:
+    import os
+    import stat
+
+    from tests.unit.test_io import _dead_pid, plant
+
+    out = tmp_path / "stage" / "local"
+    stale = plant(out, _dead_pid(), is_dir=True)  # a half-copied stage of a killed run
+    for p in (tmp_path / "deid").rglob("*"):  # the trusted zone is private
+        p.chmod(0o700 if p.is_dir() else 0o600)
+    old = os.umask(0o022)
+    try:
+        stage_destination("local", "internal", results, out, policies={"pol": Pol({"internal"})})
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".imagedepot-tmp-")]
+    # Staged output is meant to leave: usual modes, not the trusted zone's 0600.
+    for p in [out, *out.rglob("*")]:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
