@@ -60,6 +60,7 @@ from urllib.parse import quote
 
 from imagedepot import __version__
 from imagedepot.errors import ConfigError, ImagedepotError
+from imagedepot.provenance import data_time
 
 if TYPE_CHECKING:
     from imagedepot.clinical import ClinicalLinkage
@@ -802,6 +803,7 @@ def build_bundle(
                         digest=digest,
                         n_files=len(oc.item.get("files", [])),
                         item_id=oc.item["id"],
+                        recorded=data_time([oc.item.get("data_time")]),
                     ),
                     put_id=put_id,
                 )
@@ -1032,14 +1034,14 @@ def _provenance(
     digest: str,
     n_files: int,
     item_id: str,
+    recorded: str,
 ) -> dict[str, Any]:
-    from imagedepot.provenance import now
-
-    recorded = prov.get("ended") or prov.get("started") or now()
+    # ``recorded`` is the item's data time (imagedepot.provenance.data_time), not the wall clock
+    # of the step: the bundle is staged, and a rerun must stage the same bytes. The steps' own
+    # times stay in the trusted zone's provenance.json (occurredPeriod is optional, left out).
     return {
         "resourceType": "Provenance",
         "target": [{"reference": t} for t in targets],
-        "occurredPeriod": {"start": prov.get("started"), "end": prov.get("ended")},
         "recorded": recorded,
         "policy": [policy],
         "activity": {

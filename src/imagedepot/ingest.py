@@ -21,7 +21,7 @@ from typing import Any
 
 from imagedepot.errors import ConfigError, InputError
 from imagedepot.io import file_record, iter_files, write_json
-from imagedepot.provenance import now, tool_versions
+from imagedepot.provenance import latest_mtime, now, tool_versions
 from imagedepot.samplesheet import Dataset
 from imagedepot.storage import Storage
 
@@ -57,6 +57,9 @@ class Item:
     destinations: list[str] = field(default_factory=list)
     status: str = "pending"
     reason: str | None = None
+    #: Latest modification time of the item's files (UTC): the timestamp of its staged records
+    #: (:func:`imagedepot.provenance.data_time`), so reruns stage the same bytes.
+    data_time: str | None = None
     batch: int = 0
     dicom: dict[str, Any] | None = None
     metadata: dict[str, str] = field(default_factory=dict)
@@ -506,6 +509,8 @@ def scan(
     pending = [i for i in manifest.items if i.status == "pending"]
     for n, item in enumerate(pending):
         item.batch = n // batch_size
+    for item in manifest.items:
+        item.data_time = latest_mtime(rec["path"] for rec in item.files)
     if storage.remote:
         # The job read Snakemake's local copies; the manifest names files by logical path.
         manifest.inbox = storage.logical(inbox_p)

@@ -112,16 +112,22 @@ def remove_stale_temporaries(out: str | Path) -> list[Path]:
 
 @contextlib.contextmanager
 def atomic_path(
-    path: str | Path, *, force: bool = False, is_dir: bool = False, remove_stale: bool = False
+    path: str | Path,
+    *,
+    force: bool = False,
+    is_dir: bool = False,
+    remove_stale: bool = True,
 ) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it onto ``path`` when the block succeeds.
 
     With ``is_dir`` the temporary path is an (empty) folder. On error (or ``KeyboardInterrupt``)
     the temporary is removed and ``path`` is left untouched. An existing ``path`` is replaced only
     with ``force``. Temporaries are named after ``path``, this host and this process, so a killed
-    process leaves only a temporary; with ``remove_stale`` (for large outputs, where leftovers
-    matter: it lists the parent folder) the temporaries of dead processes are removed first
-    (:func:`remove_stale_temporaries`).
+    process leaves only a temporary; the temporaries of ``path`` that dead processes left are
+    removed first (:func:`remove_stale_temporaries`; it lists the parent folder once), so the next
+    run of an interrupted step leaves nothing behind. ``remove_stale=False`` skips that.
+    The output gets the umask-derived mode (0666/0777 & ~umask): 0600/0700 in the trusted zone
+    (:func:`enter_trusted_zone`), 0644/0755 with the usual umask.
     """
     final = Path(path)
     check_overwrite(final, force)
@@ -141,12 +147,61 @@ def atomic_path(
             _remove(final)
         os.replace(tmp, final)
         # mkstemp/mkdtemp create 0600/0700; outputs get the usual umask-derived mode.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(final, (0o777 if is_dir else 0o666) & ~umask)
+        os.chmod(final, (0o777 if is_dir else 0o666) & ~_umask())
     except BaseException:
         _remove(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+#: Permission bits the trusted zone takes away: files 0600, folders 0700.
+TRUSTED_UMASK = 0o077
+
+
+def enter_trusted_zone() -> None:
+    """Make every file and folder this process creates from now on private (0600 / 0700).
+
+    For the verbs that write the trusted zone (scan, convert, deid, leakcheck, batch, fhir):
+    their outputs hold original names, paths, MRNs or birth dates. The umask is tightened (never
+    loosened), so whatever writes a file (atomic_path, mkdir, a converter) gets the private mode.
+    """
+    os.umask(_umask() | TRUSTED_UMASK)
+
+
+def restrict_folder(path: str | Path) -> None:
+    """Make ``path`` (a stage folder of the trusted zone, e.g. ``results/convert``) mode 0700.
+
+    Snakemake creates the parent folders of outputs with the usual umask before the step runs;
+    this closes them. A folder of another owner is left alone (chmod would fail).
+    """
+    p = Path(path)
+    with contextlib.suppress(OSError):
+        st = p.stat()
+        if p.is_dir() and st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(p, 0o700)
+
+
+def public_modes(root: str | Path) -> None:
+    """Give ``root`` and everything under it the usual umask-derived modes (0644 / 0755).
+
+    For staged output, which is meant to leave: files copied from the trusted zone would keep
+    their private modes otherwise.
+    """
+    umask = _umask()
+    r = Path(root)
+    os.chmod(r, 0o777 & ~umask)
+    for dirpath, dirnames, filenames in os.walk(r):
+        for d in dirnames:
+            os.chmod(os.path.join(dirpath, d), 0o777 & ~umask)
+        for f in filenames:
+            full = os.path.join(dirpath, f)
+            if not os.path.islink(full):
+                os.chmod(full, 0o666 & ~umask)
 
 
 def write_text(path: str | Path, text: str, *, force: bool = True) -> Path:
@@ -173,7 +228,9 @@ def write_private_text(path: str | Path, text: str) -> Path:
     """Write a file readable by its owner only (mode 0600), atomically: for linkage tables and keys."""
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=TMP_PREFIX, dir=final.parent)
+    remove_stale_temporaries(final)
+    # Named like atomic_path's temporaries, so a killed write is recognised and removed next time.
+    fd, name = tempfile.mkstemp(prefix=temp_prefix(final), dir=final.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)

@@ -253,6 +253,8 @@ class DeidSettings:
     key_env: str | None = "IMAGEDEPOT_PSEUDONYM_KEY"
     key_file: Path | None = None
     linkage_dir: Path | None = None
+    #: ``pseudonymisation.key_permissions``: a key file readable by others is warned about or refused.
+    key_permissions: str = "warn"
 
 
 def deidentify_item(
@@ -275,7 +277,9 @@ def deidentify_item(
             f"item {item['id']}: no policy file for policy {item.get('policy')!r}"
         )
     policy = load_policy(policy_path)
-    pseudo = policy.make_pseudonymizer(load_key(settings.key_env, settings.key_file))
+    pseudo = policy.make_pseudonymizer(
+        load_key(settings.key_env, settings.key_file, key_permissions=settings.key_permissions)
+    )
     subject = item["subject"] or item["id"]
     pseudonym = pseudo.subject_id(subject)
     opts = policy.deid_options

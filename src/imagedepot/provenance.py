@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib.metadata
+import os
 import platform
 import shutil
 import subprocess
@@ -71,6 +72,38 @@ def dcm2niix_version() -> str | None:
 def now() -> str:
     """UTC timestamp in ISO 8601."""
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+#: The reproducible-builds variable (seconds since the epoch): when set, every timestamp of
+#: the staged output is this time.
+SOURCE_DATE_EPOCH = "SOURCE_DATE_EPOCH"
+
+
+def latest_mtime(paths: Iterable[str | Path]) -> str | None:
+    """The latest modification time of ``paths`` (UTC, ISO 8601), or None if none can be read."""
+    times = []
+    for p in paths:
+        try:
+            times.append(os.lstat(p).st_mtime)
+        except OSError:
+            continue
+    if not times:
+        return None
+    return dt.datetime.fromtimestamp(int(max(times)), dt.UTC).isoformat(timespec="seconds")
+
+
+def data_time(candidates: Iterable[str | None] = ()) -> str:
+    """The one timestamp of staged (published) records: reproducible, never the wall clock of a step.
+
+    ``$SOURCE_DATE_EPOCH`` when set, else the latest of ``candidates`` (the items' ``data_time``:
+    the latest modification time of their input files, recorded by the scan), else now. Two runs
+    from the same inputs with the same key thus stage identical bytes (``MANIFEST.sha256``).
+    """
+    epoch = os.environ.get(SOURCE_DATE_EPOCH, "").strip()
+    if epoch.isdigit():
+        return dt.datetime.fromtimestamp(int(epoch), dt.UTC).isoformat(timespec="seconds")
+    known = sorted(c for c in candidates if c)
+    return known[-1] if known else now()
 
 
 @dataclass

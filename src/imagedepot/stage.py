@@ -16,9 +16,17 @@ from pathlib import Path
 from typing import Any
 
 from imagedepot.errors import ImagedepotError, PolicyError
-from imagedepot.io import atomic_path, file_record, iter_files, read_json, write_json, write_text
+from imagedepot.io import (
+    atomic_path,
+    file_record,
+    iter_files,
+    public_modes,
+    read_json,
+    write_json,
+    write_text,
+)
 from imagedepot.pipeline import THUMBNAILS, item_dir, leak_report_path
-from imagedepot.provenance import now, tool_versions
+from imagedepot.provenance import data_time, now, tool_versions
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +69,14 @@ class StageReport:
         return d
 
 
-def _public_provenance(prov: dict[str, Any]) -> dict[str, Any]:
-    """The parts of a step record that may leave: no input paths (inbox names may carry PHI)."""
-    keep = {k: prov.get(k) for k in ("step", "item", "status", "versions", "started", "ended")}
+def _public_provenance(prov: dict[str, Any], when: str) -> dict[str, Any]:
+    """The parts of a step record that may leave: no input paths (inbox names may carry PHI).
+
+    The step's wall-clock ``started`` / ``ended`` stay in the trusted zone; the staged record has
+    ``data_time`` (``when``, :func:`imagedepot.provenance.data_time`), so a rerun stages the same
+    bytes."""
+    keep = {k: prov.get(k) for k in ("step", "item", "status", "versions")}
+    keep["data_time"] = when
     opts = dict(prov.get("options") or {})
     opts.pop("reports", None)
     keep["options"] = opts
@@ -95,6 +108,7 @@ def stage_destination(
     report = StageReport(destination, destination_class)
     with atomic_path(out, force=force, is_dir=True) as tmp:
         datasets: set[str] = set()
+        staged_times: list[str | None] = []
         for item in manifest["items"]:
             if destination not in item.get("destinations", []):
                 continue
@@ -125,13 +139,15 @@ def stage_destination(
                 if f.name in TRUSTED_ONLY or f.name.startswith(".snakemake"):
                     continue
                 if f.name == "provenance.json":
-                    write_json(dst / f.name, _public_provenance(read_json(f)))
+                    when = data_time([item.get("data_time")])
+                    write_json(dst / f.name, _public_provenance(read_json(f), when))
                 elif f.is_dir():
                     shutil.copytree(f, dst / f.name)
                 else:
                     shutil.copy2(f, dst / f.name)
             datasets.add(item["dataset"])
             report.staged.append(iid)
+            staged_times.append(item.get("data_time"))
         for ds in sorted(datasets):
             status_file = inputs.fhir_root / ds / "bundle.status.json"
             bundle = inputs.fhir_root / ds / "bundle.json"
@@ -153,12 +169,15 @@ def stage_destination(
             {
                 "destination": destination,
                 "class": destination_class,
-                "created": now(),
+                "created": data_time(staged_times),  # reproducible: not the wall clock
                 "versions": tool_versions(),
                 "files": records,
             },
         )
         write_json(tmp / "summary.json", report.public_dict())
+        # Staged output is meant to leave the trusted zone: usual modes (files copied from
+        # results/deid would keep 0600 otherwise).
+        public_modes(tmp)
     log.info("staged %d item(s) for %s (%d files)", len(report.staged), destination, report.files)
     return report
 

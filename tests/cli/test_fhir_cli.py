@@ -197,3 +197,33 @@ def test_help_lists_bundle_and_push(capsys: pytest.CaptureFixture[str]) -> None:
         main(["fhir", "--help"])
     text = capsys.readouterr().out
     assert "bundle" in text and "push" in text
+
+
+def test_bundle_out_dir_is_private_and_clears_stale_temporaries(
+    demo: DemoResults, tmp_path: Path
+) -> None:
+    import os
+    import stat
+
+    from tests.unit.test_io import _dead_pid, plant
+
+    out = tmp_path / "results" / "fhir"
+    stale = plant(out, _dead_pid(), is_dir=True)  # left by a killed `fhir bundle --out-dir`
+    args = _bundle_args(demo, tmp_path / "unused.json", "--clinical", str(demo.demo.clinical))
+    i = args.index("--out")
+    args[i : i + 2] = ["--out-dir", str(out)]
+    args += ["--key-file", str(demo.demo.key_file)]
+    old = os.umask(0o022)
+    try:
+        assert main(args) == 0
+        assert os.umask(0o022) == 0o022  # main() leaves the caller's umask as it found it
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    assert [p.name for p in out.parent.iterdir()] == ["fhir"]
+    files = [p for p in out.rglob("*")]
+    assert files
+    # Pseudonymised clinical data before the leak gate: the trusted zone, owner only.
+    assert stat.S_IMODE(out.stat().st_mode) == 0o700
+    for p in files:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o700 if p.is_dir() else 0o600), p

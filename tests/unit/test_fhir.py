@@ -688,3 +688,38 @@ def test_the_test_server_follows_the_protocol() -> None:
         assert refused.json()["issue"][0]["expression"] == [
             "Bundle.entry[0].resource.hasMember[0].reference"
         ]
+
+
+def test_provenance_time_is_the_data_time_not_the_step_clock(
+    demo: DemoResults, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bundle is staged: a rerun of the steps (other wall-clock times) gives the same bytes."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    deid = tmp_path / "deid"
+    shutil.copytree(demo.deid_root, deid)
+    texts = []
+    for clock in ("2026-05-01T10:00:00+00:00", "2026-05-02T11:30:00+00:00"):
+        for prov_file in deid.rglob("provenance.json"):
+            prov = json.loads(prov_file.read_text())
+            prov["started"] = prov["ended"] = clock
+            prov_file.write_text(json.dumps(prov))
+        out = tmp_path / clock[:10] / "bundle.json"
+        bundle_dataset(
+            "dcm-subj01",
+            manifest=demo.items_dir,
+            deid_root=deid,
+            leak_root=demo.leak_root,
+            convert_root=demo.convert_root,
+            out=out,
+            config=json.loads(demo.config_json()),
+        )
+        texts.append(out.read_text())
+    assert texts[0] == texts[1]
+    provs = [
+        e["resource"]
+        for e in json.loads(texts[0])["entry"]
+        if e["resource"]["resourceType"] == "Provenance"
+    ]
+    times = {i["data_time"].replace("+00:00", "Z") for i in demo.items("dcm-subj01")}
+    assert provs and {p["recorded"] for p in provs} <= times
+    assert not any("occurredPeriod" in p for p in provs)

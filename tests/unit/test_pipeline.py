@@ -39,3 +39,15 @@ def test_convert_item_skips_secondary_capture(tmp_path: Path, dicom_factory) -> 
     prov = convert_item(tmp_path / "item.json", tmp_path / "out", ConvertOptions())
     assert prov.status == "processed"
     assert "not converted" in prov.options["nifti"]
+
+
+def test_batch_writers_clear_stale_temporaries(tmp_path: Path) -> None:
+    from imagedepot.pipeline import run_batch
+    from tests.unit.test_io import _dead_pid, plant
+
+    for step, root in (("convert", "convert"), ("deidentify", "deid"), ("leakcheck", "leakcheck")):
+        out = tmp_path / "results" / root / "batch-0000"
+        stale = plant(out, _dead_pid(), is_dir=True)
+        run_batch(step, {"items": []}, 0, out, upstream=tmp_path, deid_settings=object())
+        assert not stale.exists(), step
+        assert [p.name for p in out.parent.iterdir()] == ["batch-0000"]

@@ -99,3 +99,60 @@ def test_summary_identity(tmp_path: Path, results: StageInputs) -> None:
     s2 = summarize_run(results.manifest, results.leak_root, [])
     assert s2["found"] == s2["processed"] + s2["quarantined"] + s2["excluded"]
     assert s2["processed"] == 1
+
+
+def test_stage_clears_stale_temporaries_and_keeps_usual_modes(
+    tmp_path: Path, results: StageInputs
+) -> None:
+    import os
+    import stat
+
+    from tests.unit.test_io import _dead_pid, plant
+
+    out = tmp_path / "stage" / "local"
+    stale = plant(out, _dead_pid(), is_dir=True)  # a half-copied stage of a killed run
+    for p in (tmp_path / "deid").rglob("*"):  # the trusted zone is private
+        p.chmod(0o700 if p.is_dir() else 0o600)
+    old = os.umask(0o022)
+    try:
+        stage_destination("local", "internal", results, out, policies={"pol": Pol({"internal"})})
+    finally:
+        os.umask(old)
+    assert not stale.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".imagedepot-tmp-")]
+    # Staged output is meant to leave: usual modes, not the trusted zone's 0600.
+    for p in [out, *out.rglob("*")]:
+        assert stat.S_IMODE(p.stat().st_mode) == (0o755 if p.is_dir() else 0o644), p
+
+
+def test_staged_bytes_do_not_depend_on_when_the_steps_ran(
+    tmp_path: Path, results: StageInputs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rerun (new step times in the trusted zone) stages identical bytes: MANIFEST and manifest."""
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    manifest = json.loads(results.manifest.read_text())
+    for item in manifest["items"]:
+        item["data_time"] = "2026-01-02T03:04:05+00:00"
+    write_json(results.manifest, manifest)
+    staged = []
+    for run, clock in enumerate(("2026-05-01T10:00:00+00:00", "2026-05-02T11:30:00+00:00")):
+        for prov_file in (tmp_path / "deid").rglob("provenance.json"):
+            prov = json.loads(prov_file.read_text())
+            prov["started"] = prov["ended"] = clock  # the step ran again at another time
+            write_json(prov_file, prov)
+        out = tmp_path / "stage" / f"run{run}"
+        stage_destination("local", "internal", results, out, policies={"pol": Pol({"internal"})})
+        staged.append(out)
+    a, b = staged
+    assert (a / "MANIFEST.sha256").read_text() == (b / "MANIFEST.sha256").read_text()
+    assert (a / "manifest.json").read_text() == (b / "manifest.json").read_text()
+    prov = json.loads((a / "ds" / "ds-n001" / "provenance.json").read_text())
+    assert prov["data_time"] == "2026-01-02T03:04:05+00:00"
+    assert "started" not in prov and "2026-05" not in json.dumps(prov)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "0")  # the reproducible-builds override
+    stage_destination(
+        "local", "internal", results, tmp_path / "epoch", policies={"pol": Pol({"internal"})}
+    )
+    assert json.loads((tmp_path / "epoch" / "manifest.json").read_text())["created"] == (
+        "1970-01-01T00:00:00+00:00"
+    )

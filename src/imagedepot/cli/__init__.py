@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from imagedepot import __version__
@@ -31,6 +32,11 @@ VERBS = (
     "schedule",
     "validate",
 )
+
+#: Verbs that write the trusted zone (results/ingest, convert, deid, leakcheck, bids, fhir): their
+#: outputs hold original names, paths, MRNs or birth dates, so they are created 0600 / 0700
+#: (:func:`imagedepot.io.enter_trusted_zone`). Staged output (``stage``) keeps the usual modes.
+TRUSTED_VERBS = frozenset({"scan", "convert", "deid", "leakcheck", "batch", "fhir"})
 
 log = logging.getLogger("imagedepot")
 
@@ -64,8 +70,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    umask = os.umask(0o022)
+    os.umask(umask)
     try:
+        if args.verb in TRUSTED_VERBS:
+            from imagedepot.io import enter_trusted_zone
+
+            enter_trusted_zone()
         return int(args.func(args) or 0)
     except ImagedepotError as exc:
         log.error("%s", exc)
         return 1
+    finally:
+        os.umask(umask)  # main() may be called in-process (tests): leave the umask as found

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 from imagedepot.cli._common import add_config_options, get_config
@@ -90,6 +91,14 @@ def _common(p: argparse.ArgumentParser, *, upstream: bool) -> None:
     p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
 
 
+def _restrict_stage_folder(out: Path) -> None:
+    """The stage folder of a batch (``results/convert``, ``results/deid``...) is owner-only."""
+    from imagedepot.io import restrict_folder
+
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    restrict_folder(Path(out).parent)
+
+
 def _report(summary: dict) -> int:
     counts: dict[str, int] = {}
     for status in summary["items"].values():
@@ -103,6 +112,7 @@ def run_convert(args: argparse.Namespace) -> int:
     from imagedepot.pipeline import run_batch
 
     opts = convert_options(args)
+    _restrict_stage_folder(args.out)
     return _report(
         run_batch(
             "convert", args.manifest, args.batch, args.out, convert_options=opts, jobs=args.jobs
@@ -122,7 +132,14 @@ def run_deid(args: argparse.Namespace) -> int:
         key_env=ps.get("key_env", "IMAGEDEPOT_PSEUDONYM_KEY"),
         key_file=Path(ps["key_file"]) if ps.get("key_file") else None,
         linkage_dir=Path(ps["linkage_dir"]),
+        key_permissions=ps.get("key_permissions", "warn"),
     )
+    if settings.key_file is not None and not os.environ.get(settings.key_env or ""):
+        from imagedepot.deid.pseudonym import check_key_file_mode
+
+        if settings.key_file.is_file():  # refused here once, not per item
+            check_key_file_mode(settings.key_file, settings.key_permissions)
+    _restrict_stage_folder(args.out)
     return _report(
         run_batch(
             "deidentify",
@@ -140,6 +157,7 @@ def run_leakcheck(args: argparse.Namespace) -> int:
     """Leak-check a batch."""
     from imagedepot.pipeline import run_batch
 
+    _restrict_stage_folder(args.out)
     return _report(
         run_batch(
             "leakcheck",

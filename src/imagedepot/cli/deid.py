@@ -15,14 +15,16 @@ only; it belongs in the linkage folder, never under ``results/``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from imagedepot.deid.pseudonym import DEFAULT_KEY_ENV
-from imagedepot.errors import PolicyError
+from imagedepot.errors import ImagedepotError, PolicyError
 
 
 def _common(p: argparse.ArgumentParser, *, subject_required: bool) -> None:
@@ -162,8 +164,34 @@ def _finish(args: argparse.Namespace, report: dict[str, Any], linkage: tuple[str
     return 0
 
 
+@contextlib.contextmanager
+def _output_lock(out: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out`` (a hidden ``.<name>.lock`` beside it) while writing it.
+
+    Two runs into the same output would each pass the overwrite check and one result would
+    replace (or delete) the other: the second fails at once instead, naming the output.
+    """
+    from imagedepot.state import RunInProgress, run_lock
+
+    final = Path(out)
+    lock = final.with_name(f".{final.name}.lock")
+    try:
+        with run_lock(lock):
+            yield
+    except RunInProgress as exc:
+        raise ImagedepotError(
+            f"{final}: another imagedepot deid run is writing this output (lock {lock}); "
+            "wait for it to finish or choose another output"
+        ) from exc
+
+
 def run_dicom(args: argparse.Namespace) -> int:
     """``imagedepot deid dicom``."""
+    with _output_lock(args.out):
+        return _run_dicom(args)
+
+
+def _run_dicom(args: argparse.Namespace) -> int:
     from imagedepot.deid.dicom import deidentify_dicom, infer_subject
 
     subject = args.subject if args.subject else infer_subject(args.src)
@@ -200,19 +228,20 @@ def run_ome(args: argparse.Namespace) -> int:
 
 def _run_format(args: argparse.Namespace, deidentify: Any, **extra: Any) -> int:
     """Run a NIfTI or OME de-identifier with the policy's options and report like ``deid dicom``."""
-    policy, pseudonymizer = _setup(args, args.subject)
-    result = deidentify(
-        args.src,
-        args.out,
-        policy_options=policy.deid_options,
-        pseudonymizer=pseudonymizer,
-        subject=args.subject,
-        force=args.force,
-        **extra,
-    )
-    out = result.to_dict()
-    out["policy"] = policy.to_provenance()
-    return _finish(args, out, (args.subject, pseudonymizer.subject_id(args.subject)))
+    with _output_lock(args.out):
+        policy, pseudonymizer = _setup(args, args.subject)
+        result = deidentify(
+            args.src,
+            args.out,
+            policy_options=policy.deid_options,
+            pseudonymizer=pseudonymizer,
+            subject=args.subject,
+            force=args.force,
+            **extra,
+        )
+        out = result.to_dict()
+        out["policy"] = policy.to_provenance()
+        return _finish(args, out, (args.subject, pseudonymizer.subject_id(args.subject)))
 
 
 def run_item(args: argparse.Namespace) -> int:

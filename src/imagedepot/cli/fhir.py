@@ -129,6 +129,7 @@ def run_bundle(args: argparse.Namespace) -> int:
         key = load_key(
             args.key_env or pcfg.get("key_env", "IMAGEDEPOT_PSEUDONYM_KEY"),
             args.key_file or pcfg.get("key_file"),
+            key_permissions=pcfg.get("key_permissions", "warn"),
         )
         clinical = ClinicalSettings(path=Storage.from_env().local(clinical_path), key=key)
     roots = {

@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the scan and write the manifest."""
     from imagedepot.ingest import scan
+    from imagedepot.io import restrict_folder
     from imagedepot.samplesheet import load_samples
 
     check_overwrite(args.out, args.force)
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
                     )
     manifest = scan(inbox, datasets=datasets, sheet=sheet, policies=policies, batch_size=batch)
     manifest.write(args.out, args.items_dir)
+    # results/ingest is part of the trusted zone (original paths and folder names): owner only.
+    restrict_folder(Path(args.out).parent)
+    if args.items_dir:
+        restrict_folder(Path(args.items_dir))
+        restrict_folder(Path(args.items_dir).parent)
     c = manifest.counts()
     print(
         f"scan: {c['items']} item(s) ({c['items_pending']} to process, {c['items_excluded']} excluded), "

@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from imagedepot.errors import ConfigError
+from imagedepot.errors import ConfigError, ImagedepotError
 
 #: Version of the rules file format understood here.
 RULES_VERSION = 1
@@ -516,6 +517,7 @@ def bids_layout(
 
 __all__ = [
     "BIDS_DATATYPES",
+    "BidsClashError",
     "BidsRule",
     "BidsRules",
     "BidsTarget",
@@ -530,6 +532,10 @@ __all__ = [
 
 
 # --- The results/bids/ tree of the workflow -------------------------------------------------------
+
+
+class BidsClashError(ImagedepotError):
+    """Two images of the BIDS tree would get the same path (never overwritten)."""
 
 
 def _nifti_files(folder: Path) -> list[Path]:
@@ -559,7 +565,6 @@ def write_bids_tree(
     manifest, or no session level when the subject has one study. Writes ``dataset_description.json``
     and ``.bidsignore`` (for the non-standard datatypes). Returns a summary.
     """
-    import json
     import shutil
 
     from imagedepot.io import atomic_path, read_json, write_json
@@ -577,41 +582,54 @@ def write_bids_tree(
         pseudonym = prov.get("options", {}).get("subject_pseudonym")
         if pseudonym:
             per_subject.setdefault(pseudonym, []).append((item, pseudonym))
+    # Run numbers are counted per subject and session across all items (two series with the same
+    # description in one session are run-1 and run-2), so every image of a session is laid out
+    # by one bids_layout call; keys are unique across items.
+    groups: dict[tuple[str, str | None], list[tuple[str, Mapping[str, Any], Path, str]]] = {}
+    for pseudonym, entries in sorted(per_subject.items()):
+        studies = sorted(
+            {(e[0].get("dicom") or {}).get("study_instance_uid") or e[0]["id"] for e in entries}
+        )
+        for item, _ in entries:
+            study = (item.get("dicom") or {}).get("study_instance_uid") or item["id"]
+            session = str(studies.index(study) + 1) if len(studies) > 1 else None
+            conv = _nifti_files(item_dir(convert_root, item) / "nifti")
+            deid = item_dir(deid_root, item) / "nifti"
+            group = groups.setdefault((pseudonym, session), [])
+            for n, src in enumerate(conv, 1):
+                side = src.with_name(src.name.removesuffix(".gz").removesuffix(".nii") + ".json")
+                sidecar = json.loads(side.read_text("utf-8")) if side.is_file() else {}
+                ext = ".nii.gz" if src.name.endswith(".gz") else ".nii"
+                group.append((f"{item['id']}/{pseudonym}_{n:03d}", sidecar, deid, ext))
     written: list[str] = []
-    with atomic_path(out, force=True, is_dir=True) as tmp:
-        for pseudonym, entries in sorted(per_subject.items()):
-            studies = sorted(
-                {(e[0].get("dicom") or {}).get("study_instance_uid") or e[0]["id"] for e in entries}
-            )
-            for item, _ in entries:
-                study = (item.get("dicom") or {}).get("study_instance_uid") or item["id"]
-                session = str(studies.index(study) + 1) if len(studies) > 1 else None
-                conv = _nifti_files(item_dir(convert_root, item) / "nifti")
-                deid = item_dir(deid_root, item) / "nifti"
-                pairs = []
-                for n, src in enumerate(conv, 1):
-                    side = src.with_name(
-                        src.name.removesuffix(".gz").removesuffix(".nii") + ".json"
-                    )
-                    sidecar = json.loads(side.read_text("utf-8")) if side.is_file() else {}
-                    pairs.append((f"{pseudonym}_{n:03d}", sidecar, src.name.endswith(".gz")))
-                names = bids_layout(
-                    [(k, s) for k, s, _ in pairs], pseudonym=pseudonym, session=session,
-                    rules=compiled,
-                )  # fmt: skip
-                for key, _, gz in pairs:
-                    ext = ".nii.gz" if gz else ".nii"
-                    rel = names[key] if gz else names[key].removesuffix(".gz")
-                    src_img = deid / f"{key}{ext}"
-                    if not src_img.is_file():
-                        continue
-                    dst = tmp / rel
-                    dst.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copy2(src_img, dst)
-                    written.append(rel)
-                    side = deid / f"{key}.json"
-                    if side.is_file():
-                        shutil.copy2(side, dst.with_name(dst.name.removesuffix(ext) + ".json"))
+    with atomic_path(out, force=True, is_dir=True, remove_stale=True) as tmp:
+        for (pseudonym, session), group in sorted(
+            groups.items(), key=lambda g: (g[0][0], g[0][1] or "")
+        ):
+            names = bids_layout(
+                [(k, s) for k, s, _, _ in group], pseudonym=pseudonym, session=session,
+                rules=compiled,
+            )  # fmt: skip
+            for key, _, deid, ext in group:
+                rel = names[key] if ext == ".nii.gz" else names[key].removesuffix(".gz")
+                src_img = deid / f"{key.rsplit('/', 1)[1]}{ext}"
+                if not src_img.is_file():
+                    continue
+                dst = tmp / rel
+                side = deid / f"{key.rsplit('/', 1)[1]}.json"
+                dst_side = dst.with_name(dst.name.removesuffix(ext) + ".json")
+                for target in (dst, dst_side) if side.is_file() else (dst,):
+                    if os.path.lexists(target):
+                        raise BidsClashError(
+                            f"BIDS tree: two images would be written to {os.path.relpath(target, tmp)}; "
+                            "refusing to overwrite (check the BIDS rules file for outputs it cannot "
+                            "tell apart)"
+                        )
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src_img, dst)
+                written.append(rel)
+                if side.is_file():
+                    shutil.copy2(side, dst_side)
         write_json(
             tmp / "dataset_description.json",
             {"Name": "imagedepot de-identified NIfTI", "BIDSVersion": "1.9.0",

@@ -265,6 +265,16 @@ class _TiffSeries:
     sizes: dict[str, list[int]]  # target axis -> sizes of those source axes
 
 
+def _looks_like_ome(tif: Any) -> bool:
+    """Whether the first page's ImageDescription starts like an OME-XML document."""
+    try:
+        desc = tif.pages.first.description if len(tif.pages) else ""
+    except Exception:  # an unreadable first page is reported elsewhere
+        return False
+    head = str(desc or "").lstrip()[:2048]
+    return head.startswith("<") and ("<OME" in head or "openmicroscopy.org/Schemas/OME" in head)
+
+
 class TiffSource:
     """Reads TIFF, ImageJ TIFF and (multi-file) OME-TIFF with tifffile, a band of rows at a time."""
 
@@ -300,6 +310,14 @@ class TiffSource:
 
         tif = self._tif
         ome = parse_ome_xml(tif.ome_metadata) if tif.is_ome and tif.ome_metadata else []
+        if not (tif.is_ome and tif.ome_metadata) and _looks_like_ome(tif):
+            # tifffile only accepts OME-XML that ends in "OME>": a truncated or damaged one is
+            # ignored, and channel names, physical sizes... would vanish without a word.
+            self.notes.append(
+                "the OME-XML in the first page's ImageDescription is unreadable (damaged or "
+                "truncated); the metadata was rebuilt from the TIFF structure (channel names, "
+                "physical sizes and other OME metadata are lost)"
+            )
         for index, s in enumerate(tif.series):
             axes = s.get_axes(False)
             shape = tuple(int(n) for n in s.get_shape(False))

@@ -10,6 +10,7 @@ import base64
 import datetime as dt
 import hashlib
 import hmac
+import logging
 import os
 import re
 from dataclasses import dataclass, field
@@ -17,20 +18,59 @@ from pathlib import Path
 
 from imagedepot.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 DEFAULT_KEY_ENV = "IMAGEDEPOT_PSEUDONYM_KEY"
 MIN_KEY_BYTES = 16
 
 
-def load_key(key_env: str | None = DEFAULT_KEY_ENV, key_file: str | Path | None = None) -> bytes:
+#: What ``pseudonymisation.key_permissions`` may say about a key file readable by group or others.
+KEY_PERMISSIONS = ("warn", "refuse")
+_WARNED: set[str] = set()  # key files warned about by this process (once each, not per item)
+
+
+def check_key_file_mode(key_file: str | Path, permissions: str = "warn") -> None:
+    """Warn about (or, with ``permissions="refuse"``, refuse) a key file readable by others.
+
+    A key file should be mode 0600 (or 0400): whoever reads the key can re-identify every
+    pseudonym. Raises :class:`ConfigError` naming the file and the fix; never shows the key.
+    """
+    if permissions not in KEY_PERMISSIONS:
+        raise ConfigError(
+            f"pseudonymisation.key_permissions: {permissions!r} is not one of {list(KEY_PERMISSIONS)}"
+        )
+    mode = Path(key_file).stat().st_mode & 0o777
+    if not mode & 0o077:
+        return
+    message = (
+        f"key file {key_file} is readable or writable by group or others (mode {mode:04o}); "
+        f"run `chmod 600 {key_file}`"
+    )
+    if permissions == "refuse":
+        raise ConfigError(f"{message} (pseudonymisation.key_permissions is refuse)")
+    if str(key_file) in _WARNED:
+        return
+    _WARNED.add(str(key_file))
+    log.warning("%s (set pseudonymisation.key_permissions: refuse to stop on this)", message)
+
+
+def load_key(
+    key_env: str | None = DEFAULT_KEY_ENV,
+    key_file: str | Path | None = None,
+    *,
+    key_permissions: str = "warn",
+) -> bytes:
     """Return the secret key: from ``$key_env`` if set, else from ``key_file``.
 
-    Raises :class:`ConfigError` (without revealing any key material) when neither gives a key
-    of at least 16 bytes.
+    A key file readable by group or others is warned about, or refused when ``key_permissions``
+    is ``"refuse"`` (:func:`check_key_file_mode`). Raises :class:`ConfigError` (without
+    revealing any key material) when neither gives a key of at least 16 bytes.
     """
     if key_env and os.environ.get(key_env):
         key = os.environ[key_env].encode("utf-8")
         source = f"environment variable {key_env}"
     elif key_file is not None and Path(key_file).is_file():
+        check_key_file_mode(key_file, key_permissions)
         key = Path(key_file).read_bytes().strip()
         source = f"key file {key_file}"
     else:

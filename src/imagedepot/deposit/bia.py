@@ -89,7 +89,7 @@ from imagedepot import __version__
 from imagedepot.deposit.retry import RetryPolicy, is_transient, retry_call
 from imagedepot.errors import ConfigError, ImagedepotError, PolicyError
 from imagedepot.io import atomic_path, file_record, iter_files, read_json, sha256_file, write_text
-from imagedepot.provenance import now, tool_versions
+from imagedepot.provenance import data_time, now, tool_versions
 
 log = logging.getLogger(__name__)
 
@@ -1038,8 +1038,17 @@ def _rocrate(
         {"@id": f"#org-{name}", "@type": "Organization", "name": name}
         for name in dict.fromkeys(a.affiliation for a in study.authors)
     ]
-    started = sorted(p["started"] for p in provenances if p.get("started"))
-    ended = sorted(p["ended"] for p in provenances if p.get("ended"))
+    # Staged provenance carries one reproducible data_time, not the steps' wall clock.
+    started = sorted(
+        p.get("started") or p["data_time"]
+        for p in provenances
+        if p.get("started") or p.get("data_time")
+    )
+    ended = sorted(
+        p.get("ended") or p["data_time"]
+        for p in provenances
+        if p.get("ended") or p.get("data_time")
+    )
     software = {
         "@id": "#imagedepot",
         "@type": "SoftwareApplication",
@@ -1306,6 +1315,8 @@ def _stage_dataset(
             "External-Identifier": f"imagedepot:{destination}:{dataset}",
             "External-Description": f"BioImage Archive submission package of dataset {dataset}",
             "Imagedepot-Content-Hash": chash,
+            # Reproducible (BagIt date of the data, not of this run): see provenance.data_time.
+            "Bagging-Date": data_time(p.get("data_time") for p in provenances)[:10],
         },
     )
     return record, problems

@@ -262,3 +262,70 @@ def test_bad_rules_name_the_file_and_rule(tmp_path: Path) -> None:
     (tmp_path / "n.yaml").write_text("a: [")
     with pytest.raises(ConfigError, match="not YAML"):
         load_rules(tmp_path / "n.yaml")
+
+
+def _tree_item(root: Path, item_id: str, description: str, *, pseudonym: str = PSEUDONYM) -> dict:
+    """One clean DICOM item as the workflow leaves it: conversion sidecar, de-identified NIfTI."""
+    import json
+
+    from imagedepot.pipeline import batch_name
+
+    batch = batch_name(0)
+    conv = root / "convert" / batch / item_id / "nifti"
+    deid = root / "deid" / batch / item_id
+    conv.mkdir(parents=True)
+    (deid / "nifti").mkdir(parents=True)
+    (conv / "series.nii.gz").write_bytes(b"original " + item_id.encode())
+    (conv / "series.json").write_text(json.dumps(side(description, SeriesNumber=2)), "utf-8")
+    (deid / "nifti" / f"{pseudonym}_001.nii.gz").write_bytes(b"deid " + item_id.encode())
+    (deid / "nifti" / f"{pseudonym}_001.json").write_text("{}", "utf-8")
+    (deid / "provenance.json").write_text(
+        json.dumps({"options": {"subject_pseudonym": pseudonym}}), "utf-8"
+    )
+    (root / "leak" / batch).mkdir(parents=True, exist_ok=True)
+    (root / "leak" / batch / f"{item_id}.json").write_text('{"status": "clean"}', "utf-8")
+    return {"id": item_id, "status": "pending", "kind": "dicom", "batch": 0,
+            "dicom": {"study_instance_uid": "1.2.3"}}  # fmt: skip
+
+
+def _write_tree(root: Path, items: list[dict], rules=None) -> dict:
+    from imagedepot.convert.bids import write_bids_tree
+
+    return write_bids_tree(
+        {"items": items},
+        convert_root=root / "convert",
+        deid_root=root / "deid",
+        leak_root=root / "leak",
+        out=root / "bids",
+        rules=rules,
+    )
+
+
+def test_tree_numbers_runs_across_items_and_never_overwrites(tmp_path: Path) -> None:
+    items = [_tree_item(tmp_path, f"item-{n}", "t1_mprage") for n in (1, 2)]
+    summary = _write_tree(tmp_path, items)
+    anat = tmp_path / "bids" / f"sub-{SUB}" / "anat"
+    images = sorted(p.name for p in anat.glob("*.nii.gz"))
+    assert images == [f"sub-{SUB}_run-1_T1w.nii.gz", f"sub-{SUB}_run-2_T1w.nii.gz"]
+    assert sorted(p.name for p in anat.glob("*.json")) == [
+        f"sub-{SUB}_run-1_T1w.json",
+        f"sub-{SUB}_run-2_T1w.json",
+    ]
+    # Both series survive (one did not overwrite the other) and the count is the files written.
+    assert {(anat / n).read_bytes() for n in images} == {b"deid item-1", b"deid item-2"}
+    assert summary["images"] == len(images) == len(summary["files"])
+
+
+def test_tree_name_clash_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imagedepot.convert import bids
+
+    items = [_tree_item(tmp_path, f"item-{n}", "t1_mprage") for n in (1, 2)]
+    # A layout that cannot tell two images apart must not let one overwrite the other.
+    monkeypatch.setattr(
+        bids,
+        "bids_layout",
+        lambda entries, **kw: {k: "sub-X/anat/sub-X_T1w.nii.gz" for k, _ in entries},
+    )
+    with pytest.raises(bids.BidsClashError, match="sub-X_T1w"):
+        _write_tree(tmp_path, items)
+    assert not (tmp_path / "bids").exists()

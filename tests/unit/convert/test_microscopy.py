@@ -881,3 +881,31 @@ def test_ome_zarr_py_reads_the_output(tmp_path: Path, two_series, version: str) 
     np.testing.assert_array_equal(np.asarray(image.data[0]), images[0]["data"])
     np.testing.assert_array_equal(np.asarray(label.data[0]), mask)
     assert [d.shape for d in label.data][1:] == [(2, 1, 4, 19, 23), (2, 1, 4, 10, 12)]
+
+
+def test_unreadable_ome_xml_is_converted_with_a_note(tmp_path: Path) -> None:
+    """OME-XML that tifffile does not accept (truncated: no closing OME>) is not lost silently."""
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<OME xmlns="http://www.openmicroscopy.org/Schemas/OME/2016-06">'
+        '<Image ID="Image:0"><Pixels ID="Pixels:0" DimensionOrder="XYCZT" Type="uint8" '
+        'SizeX="16" SizeY="12" SizeC="1" SizeZ="1" SizeT="1" PhysicalSizeX="0.25">'
+        '<Channel ID="Channel:0:0" Name="GFP"/>'  # ... the rest of the document is missing
+    )
+    src = tmp_path / "broken.ome.tif"
+    data = np.arange(16 * 12, dtype=np.uint8).reshape(12, 16)
+    tifffile.imwrite(src, data, description=xml, metadata=None)
+    with tifffile.TiffFile(src) as tif:
+        assert not tif.is_ome  # what makes the metadata vanish
+    report = convert_to_ome_zarr(src, tmp_path / "out.ome.zarr")
+    (note,) = [m for m in report.messages if "OME-XML" in m]
+    assert "unreadable" in note and "rebuilt from the TIFF structure" in note
+    assert note in json.dumps(report.to_dict())  # what the provenance records
+    tiff_report = convert_to_ome_tiff(src, tmp_path / "out.ome.tif")
+    assert any("OME-XML" in m for m in tiff_report.messages)
+    # A plain TIFF without OME-XML gets no such note.
+    plain = tmp_path / "plain.tif"
+    tifffile.imwrite(plain, data)
+    assert not [
+        m for m in convert_to_ome_zarr(plain, tmp_path / "p.ome.zarr").messages if "OME-XML" in m
+    ]

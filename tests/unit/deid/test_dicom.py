@@ -945,3 +945,38 @@ def test_action_log_lines_have_sorted_keys(tmp_path: Path) -> None:
         rec = json.loads(line)
         assert json.dumps(rec, sort_keys=True) == line  # stable, diff-friendly lines
         assert any(a.get("rule") == "recipe:3" for a in rec["actions"])
+
+
+def test_cli_second_run_into_the_same_output_fails_fast(
+    tmp_path: Path, policy_file: Path, monkeypatch
+) -> None:
+    import subprocess
+    import sys
+
+    from imagedepot.errors import ImagedepotError
+
+    monkeypatch.setenv("IMAGEDEPOT_PSEUDONYM_KEY", KEY.decode())
+    make_series(tmp_path / "in", n=2)
+    out = tmp_path / "out"
+    argv = ["deid", "dicom", str(tmp_path / "in"), str(out), "--policy", str(policy_file)]
+    argv += ["--subject", "P001", "--force"]
+    assert cli(argv) == 0
+    before = sorted(p.name for p in out.iterdir())
+    # Another run is writing `out` (it holds the output's lock, as `deid dicom` does).
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT);"
+         " fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+         str(tmp_path / ".out.lock")],
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(ImagedepotError, match="another imagedepot deid run") as exc:
+            cli(argv)
+        assert str(out) in str(exc.value)
+        assert sorted(p.name for p in out.iterdir()) == before  # nothing vanished
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli(argv) == 0  # the lock goes with the process that held it
