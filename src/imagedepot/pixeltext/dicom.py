@@ -194,9 +194,13 @@ def find_text(
     pixels = frames(ds) if arr is None else arr
     renderer = Renderer(ds)
     tf = finder(settings.detector)
+
+    def keep(region: TextRegion) -> bool:
+        return ids.allowed(region.text, region.confidence, settings.allow_patterns)
+
     found: list[TextRegion] = []
     for i in range(pixels.shape[0]):
-        found.extend(tf.find_frame(renderer.renderings(pixels[i]), frame=i))
+        found.extend(tf.find_frame(renderer.renderings(pixels[i]), frame=i, keep=keep))
     return _dedupe(found), pixels
 
 

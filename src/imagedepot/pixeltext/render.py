@@ -12,8 +12,9 @@ rendered twice (:func:`renderings`):
 
 MONOCHROME1 is inverted so that what a viewer shows as bright is bright. Colour images (RGB;
 YBR is converted to RGB by pydicom when decoding; palette colour through its lookup tables) are
-rendered once, as the maximum of the three channels, so text of any colour is bright on dark
-(8-bit colour has no window). Frames are decoded once (:func:`frames`), as
+rendered as the maximum of the three channels (``full``: text of any colour bright on dark) and
+as their minimum (``minimum``: white text on a saturated colour, which the maximum hides); 8-bit
+colour has no window. Frames are decoded once (:func:`frames`), as
 ``(frames, rows, columns[, samples])``.
 """
 
@@ -23,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-#: The two renderings of every frame, in the order :func:`renderings` returns them.
+#: The two renderings of every grey frame, in the order :func:`renderings` returns them
+#: (colour frames: ``full`` and ``minimum``).
 RENDERINGS = ("full", "window")
 
 
@@ -99,7 +101,8 @@ class Renderer:
         return np.asarray(apply_modality_lut(frame, self.ds))
 
     def renderings(self, frame: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """``[("full", img), ("window", img)]`` of one frame, each H x W uint8."""
+        """``[("full", img), ("window", img)]`` of one frame, each H x W uint8
+        (``[("full", img), ("minimum", img)]`` for colour)."""
         if self.samples == 3 or self.photometric == "PALETTE COLOR":
             rgb = frame
             if self.photometric == "PALETTE COLOR":
@@ -113,7 +116,12 @@ class Renderer:
                 if rgb.dtype == np.uint8
                 else _stretch(rgb, 0, float(rgb.max() or 1))
             )
-            return [("full", np.ascontiguousarray(rgb.max(axis=-1)))]
+            # the channel maximum shows text of any colour on dark; the minimum shows white
+            # text on a saturated colour (white on red is 255 in the red channel of both)
+            return [
+                ("full", np.ascontiguousarray(rgb.max(axis=-1))),
+                ("minimum", np.ascontiguousarray(rgb.min(axis=-1))),
+            ]
         x = self._modality(frame)
         lo, hi = float(x.min()), float(x.max())
         full = _stretch(x, lo, hi)

@@ -71,3 +71,48 @@ def test_lines_set_close_together_are_read_one_by_one() -> None:
     assert any("RAD873122" in t for t in texts), texts
     assert any("20220502" in t for t in texts), texts
     assert all(r.box[3] - r.box[1] <= 32 for r in lines), [r.box for r in lines]
+
+
+@pytest.mark.parametrize("value, background", [(230, 20), (20, 200), (90, 60)])
+def test_a_line_of_text_is_a_row_of_glyphs(value: int, background: int) -> None:
+    img = np.full((64, 256), background, np.uint8)
+    _text(img, "DOE JOHN 1234", (8, 40), value)
+    assert detect.glyph_row(img, (0, 0, 256, 64)) >= detect.GLYPHS_IN_SPLIT
+
+
+def test_anatomy_like_shapes_are_no_row_of_glyphs() -> None:
+    img = np.full((96, 320), 30, np.uint8)
+    pts = np.array([[x, 70 + int(4 * np.sin(x / 60))] for x in range(10, 310, 5)], np.int32)
+    cv2.polylines(img, [pts], False, 200, 2)
+    cv2.circle(img, (60, 30), 5, 220, -1)
+    cv2.circle(img, (76, 31), 5, 220, -1)
+    cv2.ellipse(img, (200, 30), (20, 12), 0, 0, 360, 220, -1)
+    assert detect.glyph_row(img, (0, 0, 320, 96)) < detect.GLYPHS_IN_STROKES
+
+
+def test_the_glyph_screen_keeps_text_areas_and_drops_text_free_ct(tmp_path) -> None:
+    """Areas of text survive the glyph screen; anatomy of text-free CT slices does not (the
+    candidate screen sends both to the network)."""
+    import pydicom
+
+    from imagedepot.pixeltext.render import Renderer, frames
+    from imagedepot.synthetic.burned_in import make_series
+
+    cases = make_series(tmp_path, slices=8, text_slices=(3,), seed=3)
+    glyphs = detect.DetectorSettings(screen="glyphs")
+    candidates = detect.DetectorSettings(screen="candidates")
+    free_kept = free_candidates = 0
+    for case in cases:
+        ds = pydicom.dcmread(case.path)
+        renderings = Renderer(ds).renderings(frames(ds)[0])
+        kept = [a.box for _, img in renderings for a in detect.candidate_regions(img, glyphs)]
+        cand = [a.box for _, img in renderings for a in detect.candidate_regions(img, candidates)]
+        if case.boxes:
+            for b in case.boxes:
+                box = (b.x0, b.y0, b.x1, b.y1)
+                assert any(detect._overlaps(box, k) for k in kept), (case.name, b.kind)
+        else:
+            free_kept += bool(kept)
+            free_candidates += bool(cand)
+    assert free_candidates >= 5  # the candidate screen fires on anatomy...
+    assert free_kept <= 1  # ... the glyph screen (almost) never does
