@@ -4,6 +4,11 @@ DICOM files are grouped into studies and series by their UIDs (never by folder n
 file extension; DICOMDIR index files are set aside. Microscopy files count once per image (a multi-file
 OME-TIFF set is one item). NIfTI files carry their JSON sidecar. Anything unreadable or not image data
 is listed with the reason (the quarantine list): nothing is dropped silently, nothing is fatal.
+
+Every DICOM file of a dataset must belong to the dataset's subject (:class:`SubjectCheck`): a file whose
+Patient ID (or, where the sample sheet gives them, StudyInstanceUID / AccessionNumber) does not match is
+quarantined, so another patient's file in a subject's folder is never staged under that subject's
+pseudonym. Quarantine reasons never contain identifier values (they are written to ``results/``).
 """
 
 from __future__ import annotations
@@ -40,7 +45,10 @@ KIND_LETTER = {"dicom": "d", "microscopy": "m", "nifti": "n"}
 _DICOM_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
     "SeriesNumber", "SeriesDescription", "InstanceNumber", "MediaStorageSOPClassUID",
+    "PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "AccessionNumber",
 ]  # fmt: skip
+#: Values of the policy key ``subject_id_check``: which DICOM attributes may name the sheet's subject.
+SUBJECT_ID_CHECKS = ("patient_id", "other_patient_ids", "off")
 
 
 @dataclass
@@ -178,7 +186,88 @@ def read_dicom_header(p: Path) -> dict[str, Any]:
         "series_number": _int_or_none(ds.get("SeriesNumber")),
         "series_description": str(ds.get("SeriesDescription", "") or ""),
         "instance_number": _int_or_none(ds.get("InstanceNumber")),
+        # Identity, for SubjectCheck only: never copied into an item or a quarantine reason.
+        "patient_id": _text(ds.get("PatientID")),
+        "other_patient_ids": _other_patient_ids(ds),
+        "accession_number": _text(ds.get("AccessionNumber")),
     }
+
+
+def _text(value: Any) -> str:
+    """A DICOM string value without its padding (``""`` for a missing or empty value)."""
+    return "" if value is None else str(value).strip().strip("\x00").strip()
+
+
+def _other_patient_ids(ds: Any) -> list[str]:
+    """Every value of OtherPatientIDs (multi-valued) and of OtherPatientIDsSequence's Patient IDs."""
+    out: list[str] = []
+    other = ds.get("OtherPatientIDs")
+    if other is not None:
+        out += [_text(v) for v in ([other] if isinstance(other, str) else list(other))]
+    for entry in ds.get("OtherPatientIDsSequence") or []:
+        out.append(_text(entry.get("PatientID")))
+    return [v for v in out if v]
+
+
+@dataclass(frozen=True)
+class SubjectCheck:
+    """Whose every DICOM file of a dataset must be: the sample sheet's subject (and studies).
+
+    Parameters
+    ----------
+    subject
+        The sheet's ``subject`` (the original identifier, as in the consent sheet).
+    mode
+        The policy's ``subject_id_check``: ``patient_id`` (PatientID must equal ``subject``),
+        ``other_patient_ids`` (PatientID, a value of OtherPatientIDs or a Patient ID in
+        OtherPatientIDsSequence must equal it) or ``off`` (no Patient ID check).
+    study_uids, accession_numbers
+        The sheet's ``study_instance_uid`` / ``accession_number`` values; when given, every file's
+        StudyInstanceUID / AccessionNumber must be one of them (whatever ``mode`` says).
+
+    Values are compared exactly after removing DICOM padding (leading and trailing spaces).
+    """
+
+    subject: str
+    mode: str = "patient_id"
+    study_uids: frozenset[str] = frozenset()
+    accession_numbers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.mode not in SUBJECT_ID_CHECKS:
+            raise ConfigError(
+                f"subject_id_check: unknown value {self.mode!r} (known: {', '.join(SUBJECT_ID_CHECKS)})"
+            )
+
+    def problem(self, header: dict[str, Any]) -> str | None:
+        """Why a file with this header (:func:`read_dicom_header`) is not the subject's, or None.
+
+        The reason names attributes and sheet columns, never their values.
+        """
+        subject = self.subject.strip()
+        patient_id = header.get("patient_id", "")
+        if self.mode == "patient_id" and patient_id != subject:
+            return (
+                "Patient ID is empty, so the file cannot be matched to the sample sheet's subject"
+                if not patient_id
+                else "Patient ID differs from the sample sheet's subject"
+            )
+        if self.mode == "other_patient_ids":
+            known = [patient_id, *header.get("other_patient_ids", [])]
+            if subject not in known:
+                return (
+                    "Patient ID and Other Patient IDs differ from the sample sheet's subject"
+                    if any(known)
+                    else "Patient ID and Other Patient IDs are empty, so the file cannot be "
+                    "matched to the sample sheet's subject"
+                )
+        study = header.get("study_instance_uid", "")
+        if self.study_uids and study not in self.study_uids:
+            return "StudyInstanceUID is not among the sample sheet's study_instance_uid values"
+        accession = header.get("accession_number", "")
+        if self.accession_numbers and accession not in self.accession_numbers:
+            return "AccessionNumber is not among the sample sheet's accession_number values"
+        return None
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -256,11 +345,15 @@ class _Found:
     quarantine: list[dict[str, str]] = field(default_factory=list)
 
 
-def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
+def group_files(
+    files: Sequence[Path], kind_hint: str | None = None, check: SubjectCheck | None = None
+) -> _Found:
     """Group files into items of one kind each; unusable files go to the quarantine list.
 
     ``kind_hint`` is the dataset's modality class: every file of a ``dicom`` dataset is tried as
     DICOM; otherwise the kind is told by the name (NIfTI, microscopy) or by the DICOM preamble.
+    With ``check``, a DICOM file that is not the subject's (:meth:`SubjectCheck.problem`) is
+    quarantined with the reason.
     """
     found = _Found()
     series: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
@@ -292,6 +385,10 @@ def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
                         reason="DICOMDIR media index, not image data (the images it lists are scanned directly)",
                     )
                 )
+                continue
+            why = check.problem(hdr) if check is not None else None
+            if why is not None:
+                found.quarantine.append({"path": str(p), "reason": why})
                 continue
             series[(hdr["study_instance_uid"], hdr["series_instance_uid"])].append((p, hdr))
         else:
@@ -441,7 +538,9 @@ def scan(
         them, the inbox is inventoried with items not assigned to datasets.
     policies
         Loaded policies by name (objects with ``consented(subject) -> bool`` and ``name``); datasets whose
-        subject has not consented become excluded items, and their files are not opened.
+        subject has not consented become excluded items, and their files are not opened. A policy's
+        ``subject_id_check`` (default ``patient_id``, also without policies) says how each DICOM file
+        is matched to the dataset's subject (:class:`SubjectCheck`).
     batch_size
         Items per batch (cluster profiles run one batch per scheduler job).
     """
@@ -488,7 +587,13 @@ def scan(
                 )
                 found = _Found(items=[item])
             else:
-                found = group_files(files, kind_hint=ds.modality_class)
+                check = SubjectCheck(
+                    subject=ds.subject,
+                    mode=str(getattr(policy, "subject_id_check", "patient_id")),
+                    study_uids=frozenset(ds.study_uids),
+                    accession_numbers=frozenset(ds.accession_numbers),
+                )
+                found = group_files(files, kind_hint=ds.modality_class, check=check)
             _number(found.items, ds.dataset_id)
             for item in found.items:
                 item.dataset = ds.dataset_id

@@ -16,6 +16,9 @@ from imagedepot.config import load_schema
 from imagedepot.errors import ConfigError
 
 REQUIRED = ("dataset_id", "subject", "modality_class", "source", "policy", "destinations")
+#: Optional columns that identify the subject's studies: checked against every DICOM file of the
+#: dataset by the scan, never kept as descriptive metadata (they are identifiers).
+STUDY_COLUMNS = ("study_instance_uid", "accession_number")
 
 _FIXES = {
     "dataset_id": "use letters, digits, '.', '_' or '-' (max 64), starting with a letter or digit",
@@ -24,6 +27,8 @@ _FIXES = {
     "source": "give a file, folder or glob relative to the sheet",
     "policy": "name a policy defined under `policies` in the config",
     "destinations": "list destination names separated by ';', e.g. local;xnat",
+    "study_instance_uid": "list the subject's StudyInstanceUIDs (digits and dots) separated by ';'",
+    "accession_number": "list the subject's accession numbers separated by ';'",
 }
 
 
@@ -39,6 +44,10 @@ class Dataset:
     destinations: tuple[str, ...]
     row: int
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The sheet's ``study_instance_uid`` values: when given, every DICOM file must be of one of them.
+    study_uids: tuple[str, ...] = ()
+    #: The sheet's ``accession_number`` values: when given, every DICOM file must carry one of them.
+    accession_numbers: tuple[str, ...] = ()
 
     def source_path(self, sheet: Path) -> str:
         """The source as a path (or glob) resolved against the sheet's folder."""
@@ -132,7 +141,7 @@ def load_samples(
                         f"{p}: row {n}, column 'destinations': unknown destination {d!r}; define it "
                         f"under `destinations` in the config (known: {', '.join(sorted(destinations))})"
                     )
-        meta = {k: v for k, v in raw.items() if k not in REQUIRED and v}
+        meta = {k: v for k, v in raw.items() if k not in REQUIRED + STUDY_COLUMNS and v}
         datasets.append(
             Dataset(
                 dataset_id=ds_id,
@@ -143,8 +152,15 @@ def load_samples(
                 destinations=dests,
                 row=n,
                 metadata=meta,
+                study_uids=_split(raw.get("study_instance_uid", "")),
+                accession_numbers=_split(raw.get("accession_number", "")),
             )
         )
     if problems:
         raise ConfigError("invalid sample sheet:\n  " + "\n  ".join(problems))
     return datasets
+
+
+def _split(cell: str) -> tuple[str, ...]:
+    """The ``;``-separated values of a cell, stripped, empty ones dropped."""
+    return tuple(v.strip() for v in cell.split(";") if v.strip())
