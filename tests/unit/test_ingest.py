@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from imagedepot.errors import ConfigError
-from imagedepot.ingest import SubjectCheck, group_files, scan
+from imagedepot.ingest import InputWalk, SubjectCheck, group_files, scan
 from imagedepot.io import iter_files
 from imagedepot.samplesheet import load_samples
 
@@ -211,7 +211,7 @@ def _demo_scan(root: Path):
     return scan(root / "inbox", datasets=load_samples(sheet), sheet=sheet, policies=info_policies)
 
 
-@pytest.mark.parametrize("how", ["copy"])
+@pytest.mark.parametrize("how", ["copy", "symlink"])
 def test_other_patients_file_in_a_subjects_folder_is_quarantined(tmp_path: Path, how: str) -> None:
     """A file of POE_EDGAR (who declined consent) put into ROE_JANE's folder must not become a
     series of ROE_JANE's dataset: it is quarantined, and the reason names no identifier."""
@@ -240,6 +240,8 @@ def test_other_patients_file_in_a_subjects_folder_is_quarantined(tmp_path: Path,
     assert entry["dataset"] == "dcm-subj02"
     if how == "copy":
         assert entry["reason"] == "Patient ID differs from the sample sheet's subject"
+    else:  # the file belongs to POE_EDGAR's own dataset, which names it by its own path
+        assert entry["reason"] == "symbolic link to a file of dataset 'dcm-subj03'"
     assert not [v for v in DEMO_PHI if v in entry["reason"]]
     c = m.counts()
     assert (c["items"], c["files_quarantined"]) == (10, 2)
@@ -321,3 +323,99 @@ def test_sheet_study_columns_check_each_file(tmp_path: Path, dicom_factory) -> N
         (q,) = m.quarantine
         assert Path(q["path"]).name == "b" and q["reason"].startswith(reason)
         assert "1.8" not in q["reason"] and "ACC2" not in q["reason"]
+
+
+# ----------------------------------------------------------------------------- symbolic links
+
+
+def _linked_inbox(tmp_path: Path, dicom_factory) -> Path:
+    """An inbox whose subject folder holds a file, a linked folder inside the inbox, a link to a
+    folder outside it and a second link to its own file; beside it a loop and a dangling link."""
+    inbox = tmp_path / "inbox"
+    subj = inbox / "subj"
+    dicom_factory(subj / "im0", study="1.5", series="1.5.1", instance=1, patient_id="S1")
+    dicom_factory(inbox / "store" / "s2" / "im1", study="1.5", series="1.5.2", instance=1,
+                  patient_id="S1")  # fmt: skip
+    dicom_factory(tmp_path / "outside" / "im9", study="1.6", series="1.6.1", instance=1,
+                  patient_id="S1")  # fmt: skip
+    (subj / "more").symlink_to(inbox / "store" / "s2")
+    (subj / "out").symlink_to(tmp_path / "outside")
+    (subj / "again").symlink_to(subj / "im0")
+    (inbox / "loop").symlink_to(inbox)
+    (inbox / "gone").symlink_to(tmp_path / "missing")
+    return inbox
+
+
+def test_symlinks_in_the_inbox_are_followed_once_and_every_one_counted(
+    tmp_path: Path, dicom_factory
+) -> None:
+    inbox = _linked_inbox(tmp_path, dicom_factory)
+    sheet = _sheet(tmp_path, ["ds-a\tS1\tdicom\tinbox/subj\tpol\tlocal\n"])
+    m = scan(inbox, datasets=load_samples(sheet), sheet=sheet)
+    series = {i.dicom["series_instance_uid"]: i for i in m.items}
+    assert set(series) == {"1.5.1", "1.5.2"}  # the linked folder's series is found ...
+    assert series["1.5.2"].files[0]["path"] == str(inbox / "subj" / "more" / "im1")
+    reasons = {str(Path(q["path"]).relative_to(inbox)): q["reason"] for q in m.quarantine}
+    assert reasons == {  # ... and its real path is not counted a second time
+        "subj/out": "symbolic link pointing outside the inbox",
+        "subj/again": "symbolic link to a file already found by another path",
+        "loop": "symbolic link to a folder already scanned (by its own path or another link)",
+        "gone": "broken symbolic link (its target is missing or the links loop)",
+    }
+    assert [q.get("dataset") for q in m.quarantine] == ["ds-a", "ds-a", None, None]
+    assert m.counts()["files"] == 2 + 4
+
+
+def test_a_linked_source_folder_is_the_datasets_not_a_stray_link(
+    tmp_path: Path, dicom_factory
+) -> None:
+    inbox = tmp_path / "inbox"
+    dicom_factory(inbox / ".raw" / "jane" / "im0", study="1.5", series="1.5.1", instance=1,
+                  patient_id="S1")  # fmt: skip
+    dicom_factory(inbox / ".raw" / "roe" / "ct" / "im0", study="1.6", series="1.6.1", instance=1,
+                  patient_id="S2")  # fmt: skip
+    (inbox / "JANE").symlink_to(inbox / ".raw" / "jane")
+    (inbox / "ROE").symlink_to(inbox / ".raw" / "roe")  # the source lies below a link
+    sheet = _sheet(
+        tmp_path,
+        [
+            "ds-a\tS1\tdicom\tinbox/JANE\tpol\tlocal\n",
+            "ds-b\tS2\tdicom\tinbox/ROE/ct\tpol\tlocal\n",
+        ],
+    )
+    m = scan(inbox, datasets=load_samples(sheet), sheet=sheet)
+    assert [f["path"] for i in m.items for f in i.files] == [
+        str(inbox / "JANE" / "im0"),
+        str(inbox / "ROE" / "ct" / "im0"),
+    ]
+    assert m.quarantine == []
+
+
+def test_inventory_without_a_sheet_follows_links_the_same_way(
+    tmp_path: Path, dicom_factory
+) -> None:
+    inbox = _linked_inbox(tmp_path, dicom_factory)
+    m = scan(inbox)
+    assert sorted(f["path"] for i in m.items for f in i.files) == [
+        str(inbox / "store" / "s2" / "im1"),
+        str(inbox / "subj" / "im0"),
+    ]
+    assert sorted(Path(q["path"]).name for q in m.quarantine) == [
+        "again", "gone", "loop", "more", "out"
+    ]  # fmt: skip
+
+
+def test_input_walk_is_loop_safe_and_prefers_own_paths(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    (root / "b").mkdir(parents=True)
+    (root / "b" / "f").write_bytes(b"1")
+    (root / "a").symlink_to(root / "b")  # sorted before its target
+    (root / "b" / "up").symlink_to(root)
+    (root / "b" / "self").symlink_to(root / "b" / "self")
+    walk = InputWalk(root).add(root).finish()
+    assert walk.files == [root / "b" / "f"] and not walk.linked
+    assert {Path(q["path"]).name: q["reason"].split(" (")[0] for q in walk.quarantine} == {
+        "a": "symbolic link to a folder already scanned",
+        "up": "symbolic link to a folder already scanned",
+        "self": "broken symbolic link",
+    }
