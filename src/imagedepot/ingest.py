@@ -17,6 +17,7 @@ pseudonym. Quarantine reasons never contain identifier values (they are written 
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
@@ -116,6 +117,21 @@ class Manifest:
             "files_quarantined": len(self.quarantine),
             "files": files,
         }
+
+    def quarantine_lines(self, limit: int = 5) -> list[str]:
+        """The first ``limit`` quarantined entries as console lines (path relative to the inbox,
+        reason), and a line counting the rest; empty when nothing is quarantined."""
+        lines = []
+        for q in self.quarantine[:limit]:
+            path = q["path"]
+            if self.inbox is not None:
+                with contextlib.suppress(ValueError):
+                    path = str(Path(path).relative_to(self.inbox))
+            lines.append(f"  quarantined {path}: {q['reason']}")
+        rest = len(self.quarantine) - limit
+        if rest > 0:
+            lines.append(f"  ... and {rest} more quarantined, each with its reason in the manifest")
+        return lines
 
     def write(self, path: str | Path, items_dir: str | Path | None = None) -> None:
         """Write the manifest, and one JSON per item into ``items_dir`` when given."""
