@@ -4,10 +4,20 @@ DICOM files are grouped into studies and series by their UIDs (never by folder n
 file extension; DICOMDIR index files are set aside. Microscopy files count once per image (a multi-file
 OME-TIFF set is one item). NIfTI files carry their JSON sidecar. Anything unreadable or not image data
 is listed with the reason (the quarantine list): nothing is dropped silently, nothing is fatal.
+
+Symbolic links are followed once when they point inside the inbox (:class:`InputWalk`); a link out of
+the inbox, a dangling or looping link, or a second path to a file already found is a quarantined entry
+of its own, so every entry of the inbox is counted.
+
+Every DICOM file of a dataset must belong to the dataset's subject (:class:`SubjectCheck`): a file whose
+Patient ID (or, where the sample sheet gives them, StudyInstanceUID / AccessionNumber) does not match is
+quarantined, so another patient's file in a subject's folder is never staged under that subject's
+pseudonym. Quarantine reasons never contain identifier values (they are written to ``results/``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import logging
@@ -20,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from imagedepot.errors import ConfigError, InputError
-from imagedepot.io import file_record, iter_files, write_json
+from imagedepot.io import TMP_PREFIX, file_record, write_json
 from imagedepot.provenance import latest_mtime, now, tool_versions
 from imagedepot.samplesheet import Dataset
 from imagedepot.storage import Storage
@@ -40,7 +50,10 @@ KIND_LETTER = {"dicom": "d", "microscopy": "m", "nifti": "n"}
 _DICOM_TAGS = [
     "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID", "Modality",
     "SeriesNumber", "SeriesDescription", "InstanceNumber", "MediaStorageSOPClassUID",
+    "PatientID", "OtherPatientIDs", "OtherPatientIDsSequence", "AccessionNumber",
 ]  # fmt: skip
+#: Values of the policy key ``subject_id_check``: which DICOM attributes may name the sheet's subject.
+SUBJECT_ID_CHECKS = ("patient_id", "other_patient_ids", "off")
 
 
 @dataclass
@@ -104,6 +117,21 @@ class Manifest:
             "files_quarantined": len(self.quarantine),
             "files": files,
         }
+
+    def quarantine_lines(self, limit: int = 5) -> list[str]:
+        """The first ``limit`` quarantined entries as console lines (path relative to the inbox,
+        reason), and a line counting the rest; empty when nothing is quarantined."""
+        lines = []
+        for q in self.quarantine[:limit]:
+            path = q["path"]
+            if self.inbox is not None:
+                with contextlib.suppress(ValueError):
+                    path = str(Path(path).relative_to(self.inbox))
+            lines.append(f"  quarantined {path}: {q['reason']}")
+        rest = len(self.quarantine) - limit
+        if rest > 0:
+            lines.append(f"  ... and {rest} more quarantined, each with its reason in the manifest")
+        return lines
 
     def write(self, path: str | Path, items_dir: str | Path | None = None) -> None:
         """Write the manifest, and one JSON per item into ``items_dir`` when given."""
@@ -178,7 +206,88 @@ def read_dicom_header(p: Path) -> dict[str, Any]:
         "series_number": _int_or_none(ds.get("SeriesNumber")),
         "series_description": str(ds.get("SeriesDescription", "") or ""),
         "instance_number": _int_or_none(ds.get("InstanceNumber")),
+        # Identity, for SubjectCheck only: never copied into an item or a quarantine reason.
+        "patient_id": _text(ds.get("PatientID")),
+        "other_patient_ids": _other_patient_ids(ds),
+        "accession_number": _text(ds.get("AccessionNumber")),
     }
+
+
+def _text(value: Any) -> str:
+    """A DICOM string value without its padding (``""`` for a missing or empty value)."""
+    return "" if value is None else str(value).strip().strip("\x00").strip()
+
+
+def _other_patient_ids(ds: Any) -> list[str]:
+    """Every value of OtherPatientIDs (multi-valued) and of OtherPatientIDsSequence's Patient IDs."""
+    out: list[str] = []
+    other = ds.get("OtherPatientIDs")
+    if other is not None:
+        out += [_text(v) for v in ([other] if isinstance(other, str) else list(other))]
+    for entry in ds.get("OtherPatientIDsSequence") or []:
+        out.append(_text(entry.get("PatientID")))
+    return [v for v in out if v]
+
+
+@dataclass(frozen=True)
+class SubjectCheck:
+    """Whose every DICOM file of a dataset must be: the sample sheet's subject (and studies).
+
+    Parameters
+    ----------
+    subject
+        The sheet's ``subject`` (the original identifier, as in the consent sheet).
+    mode
+        The policy's ``subject_id_check``: ``patient_id`` (PatientID must equal ``subject``),
+        ``other_patient_ids`` (PatientID, a value of OtherPatientIDs or a Patient ID in
+        OtherPatientIDsSequence must equal it) or ``off`` (no Patient ID check).
+    study_uids, accession_numbers
+        The sheet's ``study_instance_uid`` / ``accession_number`` values; when given, every file's
+        StudyInstanceUID / AccessionNumber must be one of them (whatever ``mode`` says).
+
+    Values are compared exactly after removing DICOM padding (leading and trailing spaces).
+    """
+
+    subject: str
+    mode: str = "patient_id"
+    study_uids: frozenset[str] = frozenset()
+    accession_numbers: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.mode not in SUBJECT_ID_CHECKS:
+            raise ConfigError(
+                f"subject_id_check: unknown value {self.mode!r} (known: {', '.join(SUBJECT_ID_CHECKS)})"
+            )
+
+    def problem(self, header: dict[str, Any]) -> str | None:
+        """Why a file with this header (:func:`read_dicom_header`) is not the subject's, or None.
+
+        The reason names attributes and sheet columns, never their values.
+        """
+        subject = self.subject.strip()
+        patient_id = header.get("patient_id", "")
+        if self.mode == "patient_id" and patient_id != subject:
+            return (
+                "Patient ID is empty, so the file cannot be matched to the sample sheet's subject"
+                if not patient_id
+                else "Patient ID differs from the sample sheet's subject"
+            )
+        if self.mode == "other_patient_ids":
+            known = [patient_id, *header.get("other_patient_ids", [])]
+            if subject not in known:
+                return (
+                    "Patient ID and Other Patient IDs differ from the sample sheet's subject"
+                    if any(known)
+                    else "Patient ID and Other Patient IDs are empty, so the file cannot be "
+                    "matched to the sample sheet's subject"
+                )
+        study = header.get("study_instance_uid", "")
+        if self.study_uids and study not in self.study_uids:
+            return "StudyInstanceUID is not among the sample sheet's study_instance_uid values"
+        accession = header.get("accession_number", "")
+        if self.accession_numbers and accession not in self.accession_numbers:
+            return "AccessionNumber is not among the sample sheet's accession_number values"
+        return None
 
 
 def _int_or_none(v: Any) -> int | None:
@@ -236,18 +345,190 @@ def _check_microscopy(p: Path) -> None:
             raise InputError(p, f"unreadable TIFF ({type(exc).__name__}: {exc})") from exc
 
 
-def resolve_source(source: str) -> list[Path]:
-    """Files named by a sample-sheet source: a file, a folder (recursive) or a glob."""
-    p = Path(source)
+def source_roots(source: str) -> list[Path]:
+    """Where a sample-sheet source points: the file or folder itself, or the matches of a glob.
+
+    A path that is a symbolic link is returned even when its target is missing (the walk lists it).
+    """
     if any(ch in source for ch in "*?["):
-        matches = sorted(Path(m) for m in glob.glob(source, recursive=True))
-        files: list[Path] = []
-        for m in matches:
-            files.extend(iter_files(m))
-        return files
-    if p.exists():
-        return list(iter_files(p))
-    return []
+        return sorted(Path(m) for m in glob.glob(source, recursive=True))
+    return [Path(source)] if os.path.lexists(source) else []
+
+
+def _source_base(source: str) -> Path:
+    """The folder a source lies in: the source itself when it is a folder, else the folder above
+    its first glob character (or above the file)."""
+    parts = Path(source).parts
+    plain: list[str] = []
+    for part in parts:
+        if any(ch in part for ch in "*?["):
+            break
+        plain.append(part)
+    base = Path(*plain) if plain else Path(".")
+    if len(plain) < len(parts) or base.is_dir():
+        return base
+    return base.parent
+
+
+def _canon(p: Path) -> str:
+    """A path with every folder above its last part resolved: the same entry, however it was
+    reached (through a linked folder or not), has one form; a link itself stays a link."""
+    return os.path.join(os.path.realpath(p.parent), p.name)
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+class InputWalk:
+    """The files under one or more roots, following symbolic links that stay inside a boundary.
+
+    Plain folders and files are walked first and links after, so a file is found by its own path
+    when it has one; each real folder is walked, and each real file taken, once (loop-safe). A link
+    that points outside the boundary, dangles, loops, or leads to a folder or file already found
+    is listed in :attr:`quarantine` with the reason instead of being followed, and so are folders
+    that cannot be read and special files (devices, pipes, sockets): every entry is accounted for.
+
+    Parameters
+    ----------
+    boundary
+        Folder the links may point into (the inbox).
+    where
+        How reasons name the boundary, e.g. ``"the inbox"``.
+    """
+
+    def __init__(self, boundary: str | Path, where: str = "the inbox") -> None:
+        self.boundary_path = Path(os.path.abspath(boundary))
+        self.boundary = os.path.realpath(boundary)
+        self.where = where
+        #: Files found, in walk order, each real file once.
+        self.files: list[Path] = []
+        #: The real path of each file of :attr:`files`.
+        self.real: dict[Path, str] = {}
+        #: Files of :attr:`files` reached through a symbolic link.
+        self.linked: set[Path] = set()
+        #: Entries that are not followed, with the reason: ``{"path", "reason"}``.
+        self.quarantine: list[dict[str, str]] = []
+        #: :func:`_canon` forms of every link this walk followed or listed, and of every entry
+        #: it quarantined: what it accounted for.
+        self.handled: set[str] = set()
+        self._real_files: set[str] = set()
+        self._real_dirs: set[str] = set()
+        self._paths: set[str] = set()
+        self._links: list[Path] = []
+
+    def add(self, root: str | Path) -> InputWalk:
+        """Walk ``root`` (a file or a folder) without following links; the links met are queued
+        for :meth:`finish`. A root reached through a link is queued like a link."""
+        r = Path(root)
+        if not os.path.lexists(r) or os.path.abspath(r) in self._paths:
+            return self
+        if self._redirected(r):
+            self._links.append(r)
+        elif r.is_dir():
+            self._tree(r, linked=False)
+        elif r.is_file():
+            self._file(r, linked=False)
+        else:
+            self._problem(r, "not a regular file (a device, pipe or socket)")
+        return self
+
+    def finish(self) -> InputWalk:
+        """Follow the queued links, and the links found behind them, once each."""
+        while self._links:
+            self._follow(self._links.pop(0))
+        return self
+
+    def _redirected(self, p: Path) -> bool:
+        """Whether ``p`` is a link or lies below one (its real path is not where its name says)."""
+        a = Path(os.path.abspath(p))
+        try:
+            expected = os.path.join(self.boundary, a.relative_to(self.boundary_path))
+        except ValueError:
+            expected = str(a)
+        if os.path.realpath(a) == os.path.normpath(expected):
+            return False
+        q = a
+        while self.boundary_path in q.parents:  # the links on the way in are used by this walk
+            if q.is_symlink():
+                self.handled.add(_canon(q))
+            q = q.parent
+        return True
+
+    def _problem(self, p: Path, reason: str) -> None:
+        self.handled.add(_canon(p))
+        self.quarantine.append({"path": str(p), "reason": reason})
+
+    def _file(self, p: Path, linked: bool) -> None:
+        real = os.path.realpath(p)
+        if real in self._real_files:
+            if linked:
+                self._problem(p, "symbolic link to a file already found by another path")
+            return  # the same file named twice (overlapping glob matches)
+        self._real_files.add(real)
+        self._paths.add(os.path.abspath(p))
+        self.files.append(p)
+        self.real[p] = real
+        if linked:
+            self.linked.add(p)
+
+    def _tree(self, top: Path, linked: bool) -> None:
+        def unreadable(exc: OSError) -> None:
+            where = Path(exc.filename) if exc.filename else top
+            self._problem(
+                where, f"folder cannot be read ({exc.strerror or type(exc).__name__}); not scanned"
+            )
+
+        for dirpath, dirnames, filenames in os.walk(top, onerror=unreadable):
+            here = Path(dirpath)
+            real = os.path.realpath(here)
+            if real in self._real_dirs:  # a root inside a folder already walked
+                dirnames[:] = []
+                continue
+            self._real_dirs.add(real)
+            keep = []
+            for name in sorted(dirnames):
+                if name.startswith(TMP_PREFIX):
+                    continue
+                if (here / name).is_symlink():
+                    self._links.append(here / name)
+                else:
+                    keep.append(name)
+            dirnames[:] = keep
+            for name in sorted(filenames):
+                if name.startswith((TMP_PREFIX, ".snakemake_timestamp")):
+                    continue
+                f = here / name
+                if f.is_symlink():
+                    self._links.append(f)
+                elif f.is_file():
+                    self._file(f, linked)
+                else:
+                    self._problem(f, "not a regular file (a device, pipe or socket)")
+
+    def _follow(self, link: Path) -> None:
+        try:
+            target = os.path.realpath(link, strict=True)
+        except OSError:
+            self._problem(link, "broken symbolic link (its target is missing or the links loop)")
+            return
+        if not _inside(target, self.boundary):
+            self._problem(link, f"symbolic link pointing outside {self.where}")
+            return
+        if os.path.isdir(target):
+            if target in self._real_dirs:
+                self._problem(
+                    link,
+                    "symbolic link to a folder already scanned (by its own path or another link)",
+                )
+                return
+            self.handled.add(_canon(link))
+            self._tree(link, linked=True)
+        elif os.path.isfile(target):
+            self.handled.add(_canon(link))
+            self._file(link, linked=True)
+        else:
+            self._problem(link, "not a regular file (a device, pipe or socket)")
 
 
 @dataclass
@@ -256,11 +537,15 @@ class _Found:
     quarantine: list[dict[str, str]] = field(default_factory=list)
 
 
-def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
+def group_files(
+    files: Sequence[Path], kind_hint: str | None = None, check: SubjectCheck | None = None
+) -> _Found:
     """Group files into items of one kind each; unusable files go to the quarantine list.
 
     ``kind_hint`` is the dataset's modality class: every file of a ``dicom`` dataset is tried as
     DICOM; otherwise the kind is told by the name (NIfTI, microscopy) or by the DICOM preamble.
+    With ``check``, a DICOM file that is not the subject's (:meth:`SubjectCheck.problem`) is
+    quarantined with the reason.
     """
     found = _Found()
     series: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
@@ -292,6 +577,10 @@ def group_files(files: Sequence[Path], kind_hint: str | None = None) -> _Found:
                         reason="DICOMDIR media index, not image data (the images it lists are scanned directly)",
                     )
                 )
+                continue
+            why = check.problem(hdr) if check is not None else None
+            if why is not None:
+                found.quarantine.append({"path": str(p), "reason": why})
                 continue
             series[(hdr["study_instance_uid"], hdr["series_instance_uid"])].append((p, hdr))
         else:
@@ -388,17 +677,15 @@ def nifti_sidecar(p: Path) -> Path:
     return p.with_name(stem + ".json")
 
 
-def _with_sidecars(files: list[Path]) -> list[Path]:
-    """Add the JSON sidecar beside each NIfTI file (a glob such as ``*.nii.gz`` names only the images)."""
-    out = list(files)
-    present = set(files)
-    for p in files:
+def _add_sidecars(walk: InputWalk) -> None:
+    """Add the JSON sidecar beside each NIfTI file found (a glob such as ``*.nii.gz`` names only
+    the images); a sidecar that is a link is followed like any other."""
+    for p in list(walk.files):
         if is_nifti(p):
             side = nifti_sidecar(p)
-            if side.is_file() and side not in present:
-                out.append(side)
-                present.add(side)
-    return out
+            if os.path.lexists(side):
+                walk.add(side)
+    walk.finish()
 
 
 def _number(items: Iterable[Item], prefix: str) -> None:
@@ -422,6 +709,68 @@ def files_fingerprint(paths: Sequence[str | Path]) -> str:
     return h.hexdigest()
 
 
+def _walk_dataset(ds: Dataset, sheet: Path, inbox: Path, storage: Storage) -> InputWalk:
+    """Find the files of one dataset: its source walked with links followed inside the inbox (or,
+    for a source outside the inbox, inside the source's folder)."""
+    source = str(storage.local(ds.source_path(sheet)))
+    base = _source_base(source)
+    real_inbox = os.path.realpath(inbox)
+    if _inside(os.path.realpath(base), real_inbox):
+        walk = InputWalk(inbox, "the inbox")
+    else:
+        walk = InputWalk(base, "the source's folder")
+    for root in source_roots(source):
+        walk.add(root)
+    walk.finish()
+    if ds.modality_class == "nifti":
+        _add_sidecars(walk)
+    if not walk.files and not walk.quarantine:
+        raise ConfigError(
+            f"{sheet}: row {ds.row}, column 'source': {ds.source!r} matches no file; "
+            "fix the path (relative to the sample sheet) or remove the row"
+        )
+    return walk
+
+
+def _owners(
+    datasets: Sequence[Dataset], walks: Sequence[InputWalk], sheet: Path
+) -> tuple[dict[str, str], dict[str, list[dict[str, str]]]]:
+    """Which dataset each real file belongs to, and the paths each dataset loses.
+
+    A file named directly (not through a link) by two datasets is a sample-sheet error. A file a
+    dataset reaches only through a symbolic link belongs to the dataset that names it directly,
+    else to the first such dataset of the sheet; the other datasets' links to it are quarantined.
+    """
+    owner: dict[str, str] = {}
+    lost: dict[str, list[dict[str, str]]] = {ds.dataset_id: [] for ds in datasets}
+    for ds, walk in zip(datasets, walks, strict=True):
+        for f in walk.files:
+            if f in walk.linked:
+                continue
+            real = walk.real[f]
+            if real in owner:
+                raise ConfigError(
+                    f"{sheet}: row {ds.row}, column 'source': {f} is already part of dataset "
+                    f"{owner[real]!r}; each file must belong to one dataset"
+                )
+            owner[real] = ds.dataset_id
+    for ds, walk in zip(datasets, walks, strict=True):
+        for f in walk.files:
+            if f not in walk.linked:
+                continue
+            real = walk.real[f]
+            if real in owner:
+                lost[ds.dataset_id].append(
+                    {
+                        "path": str(f),
+                        "reason": f"symbolic link to a file of dataset {owner[real]!r}",
+                    }
+                )
+            else:
+                owner[real] = ds.dataset_id
+    return owner, lost
+
+
 def scan(
     inbox: str | Path,
     *,
@@ -441,7 +790,9 @@ def scan(
         them, the inbox is inventoried with items not assigned to datasets.
     policies
         Loaded policies by name (objects with ``consented(subject) -> bool`` and ``name``); datasets whose
-        subject has not consented become excluded items, and their files are not opened.
+        subject has not consented become excluded items, and their files are not opened. A policy's
+        ``subject_id_check`` (default ``patient_id``, also without policies) says how each DICOM file
+        is matched to the dataset's subject (:class:`SubjectCheck`).
     batch_size
         Items per batch (cluster profiles run one batch per scheduler job).
     """
@@ -450,35 +801,24 @@ def scan(
     if not inbox_p.is_dir():
         raise ConfigError(f"{inbox_p}: inbox folder not found")
     manifest = Manifest(inbox=str(inbox_p), samples=str(sheet) if sheet else None)
-    inbox_files = {p.resolve(): p for p in iter_files(inbox_p)}
+    inbox_walk = InputWalk(inbox_p).add(inbox_p).finish()
     if datasets is None:
-        found = group_files(list(inbox_files.values()))
+        found = group_files(inbox_walk.files)
         _number(found.items, "item")
-        manifest.items, manifest.quarantine = found.items, found.quarantine
+        manifest.items = found.items
+        manifest.quarantine = found.quarantine + inbox_walk.quarantine
     else:
         if sheet is None:
             raise ConfigError("scan: datasets given without the sample sheet path")
-        claimed: dict[Path, str] = {}
-        for ds in datasets:
-            files = resolve_source(str(storage.local(ds.source_path(Path(sheet)))))
-            if ds.modality_class == "nifti":
-                files = _with_sidecars(files)
-            if not files:
-                raise ConfigError(
-                    f"{sheet}: row {ds.row}, column 'source': {ds.source!r} matches no file; "
-                    "fix the path (relative to the sample sheet) or remove the row"
-                )
-            for f in files:
-                r = f.resolve()
-                if r in claimed:
-                    raise ConfigError(
-                        f"{sheet}: row {ds.row}, column 'source': {f} is already part of dataset "
-                        f"{claimed[r]!r}; each file must belong to one dataset"
-                    )
-                claimed[r] = ds.dataset_id
+        walks = [_walk_dataset(ds, Path(sheet), inbox_p, storage) for ds in datasets]
+        owner, lost = _owners(datasets, walks, Path(sheet))
+        handled: set[str] = set()
+        for ds, walk in zip(datasets, walks, strict=True):
+            handled |= walk.handled
+            files = [f for f in walk.files if owner[walk.real[f]] == ds.dataset_id]
             policy = (policies or {}).get(ds.policy)
             if policy is not None and not policy.consented(ds.subject):
-                item = Item(
+                excluded = Item(
                     id="",
                     kind=ds.modality_class,
                     format="unopened",
@@ -486,9 +826,15 @@ def scan(
                     status="excluded",
                     reason=f"no consent for this subject under policy {policy.name!r}",
                 )
-                found = _Found(items=[item])
+                found = _Found(items=[excluded] if files else [])
             else:
-                found = group_files(files, kind_hint=ds.modality_class)
+                check = SubjectCheck(
+                    subject=ds.subject,
+                    mode=str(getattr(policy, "subject_id_check", "patient_id")),
+                    study_uids=frozenset(ds.study_uids),
+                    accession_numbers=frozenset(ds.accession_numbers),
+                )
+                found = group_files(files, kind_hint=ds.modality_class, check=check)
             _number(found.items, ds.dataset_id)
             for item in found.items:
                 item.dataset = ds.dataset_id
@@ -497,15 +843,17 @@ def scan(
                 item.destinations = list(ds.destinations)
                 item.metadata = dict(ds.metadata)
             manifest.items.extend(found.items)
-            manifest.quarantine.extend(q | {"dataset": ds.dataset_id} for q in found.quarantine)
-        for r, p in sorted(inbox_files.items()):
-            if r not in claimed:
-                manifest.quarantine.append(
-                    {
-                        "path": str(p),
-                        "reason": "in the inbox but not part of any dataset of the sample sheet",
-                    }
-                )
+            problems = walk.quarantine + lost[ds.dataset_id] + found.quarantine
+            manifest.quarantine.extend(q | {"dataset": ds.dataset_id} for q in problems)
+        loose = [
+            {
+                "path": str(f),
+                "reason": "in the inbox but not part of any dataset of the sample sheet",
+            }
+            for f in inbox_walk.files
+            if inbox_walk.real[f] not in owner
+        ] + [q for q in inbox_walk.quarantine if _canon(Path(q["path"])) not in handled]
+        manifest.quarantine.extend(sorted(loose, key=lambda q: q["path"]))
     pending = [i for i in manifest.items if i.status == "pending"]
     for n, item in enumerate(pending):
         item.batch = n // batch_size

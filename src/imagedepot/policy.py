@@ -83,6 +83,7 @@ from imagedepot.deid.profile import EDITION, OPTIONS
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
 from imagedepot.errors import PolicyError
+from imagedepot.ingest import SUBJECT_ID_CHECKS
 from imagedepot.io import sha256_file
 from imagedepot.pixeltext.dicom import PixelTextSettings
 
@@ -194,6 +195,8 @@ class Policy:
     deid_recipe: str | None = None
     deid_filters: bool = True
     pixel_text: PixelTextSettings = field(default_factory=PixelTextSettings)
+    #: How the scan matches each DICOM file to the sheet's subject (``imagedepot.ingest.SubjectCheck``).
+    subject_id_check: str = "patient_id"
     _consent: Mapping[str, bool] = field(default_factory=dict, repr=False)
 
     def consented(self, subject: str) -> bool:
@@ -271,6 +274,7 @@ class Policy:
                 "consent_values": list(self.consent_values) if self.consent_required else None,
             },
             "allowed_classes": sorted(self.allowed_classes),
+            "subject_id_check": self.subject_id_check,
             "preset": self.preset,
             "deid_options": sorted(self.deid_options),
             "profile_edition": EDITION,
@@ -504,6 +508,13 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         if cls not in DESTINATION_CLASSES:
             raise PolicyError(f"{p}: destinations.allowed_classes[{i}]: unknown class {cls!r}")
 
+    subject_id_check = str(data.get("subject_id_check", "patient_id"))
+    if subject_id_check not in SUBJECT_ID_CHECKS:
+        raise PolicyError(
+            f"{p}: subject_id_check: unknown value {subject_id_check!r} "
+            f"(known: {', '.join(SUBJECT_ID_CHECKS)})"
+        )
+
     deid = data["deidentification"]
     preset, options = _compile_options(deid, p)
     if "public_archive" in allowed:
@@ -567,6 +578,7 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
         deid_recipe=recipe_rel,
         deid_filters=bool(deid.get("deid_filters", True)),
         pixel_text=_pixel_text(deid.get("pixel_text"), p),
+        subject_id_check=subject_id_check,
         _consent=MappingProxyType(consent_map),
     )
 

@@ -5,7 +5,9 @@ Errors name the file, the row (as a spreadsheet shows it, header = row 1), the c
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from imagedepot.config import load_schema
 from imagedepot.errors import ConfigError
 
 REQUIRED = ("dataset_id", "subject", "modality_class", "source", "policy", "destinations")
+#: Optional columns that identify the subject's studies: checked against every DICOM file of the
+#: dataset by the scan, never kept as descriptive metadata (they are identifiers).
+STUDY_COLUMNS = ("study_instance_uid", "accession_number")
 
 _FIXES = {
     "dataset_id": "use letters, digits, '.', '_' or '-' (max 64), starting with a letter or digit",
@@ -24,6 +29,8 @@ _FIXES = {
     "source": "give a file, folder or glob relative to the sheet",
     "policy": "name a policy defined under `policies` in the config",
     "destinations": "list destination names separated by ';', e.g. local;xnat",
+    "study_instance_uid": "list the subject's StudyInstanceUIDs (digits and dots) separated by ';'",
+    "accession_number": "list the subject's accession numbers separated by ';'",
 }
 
 
@@ -39,6 +46,10 @@ class Dataset:
     destinations: tuple[str, ...]
     row: int
     metadata: dict[str, str] = field(default_factory=dict)
+    #: The sheet's ``study_instance_uid`` values: when given, every DICOM file must be of one of them.
+    study_uids: tuple[str, ...] = ()
+    #: The sheet's ``accession_number`` values: when given, every DICOM file must carry one of them.
+    accession_numbers: tuple[str, ...] = ()
 
     def source_path(self, sheet: Path) -> str:
         """The source as a path (or glob) resolved against the sheet's folder."""
@@ -46,25 +57,102 @@ class Dataset:
         return str(p if p.is_absolute() else sheet.parent / p)
 
 
+#: Byte-order marks of the encodings a text table may have, longest first (the UTF-32 LE mark
+#: begins with the UTF-16 LE one).
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def decode_table(data: bytes, path: str | Path) -> str:
+    """Decode a text table: UTF-8, or UTF-8 / UTF-16 / UTF-32 with a byte-order mark (as
+    spreadsheet programs save "Unicode text").
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, when the bytes are none of these.
+    """
+    for bom, codec in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(codec)
+            except UnicodeDecodeError as exc:
+                raise ConfigError(
+                    f"{path}: cannot read the table: it starts with a {codec.upper()} byte-order "
+                    f"mark but byte {exc.start + len(bom) + 1} is not {codec.upper()}; save it "
+                    "again as UTF-8"
+                ) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: cannot read the table: byte {exc.start + 1} is not UTF-8 text; save it as "
+            "UTF-8 (or UTF-16 with a byte-order mark)"
+        ) from None
+
+
+def _xlsx_rows(p: Path) -> list[list[str]]:
+    """The first worksheet's cells as stripped strings: a formula cell gives its cached value
+    (the one the spreadsheet program saved with the file).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file, sheet and cell, when a formula has no cached value (the file was written
+        by a program that does not compute formulas) or holds an error value such as ``#REF!``.
+    """
+    import openpyxl
+
+    try:
+        values = openpyxl.load_workbook(p, data_only=True)
+        formulas = openpyxl.load_workbook(p, data_only=False)
+    except Exception as exc:  # openpyxl raises many types for a bad workbook
+        raise ConfigError(f"{p}: cannot read the table as XLSX ({type(exc).__name__})") from None
+    ws, ws_formulas = values.worksheets[0], formulas.worksheets[0]
+    rows: list[list[str]] = []
+    for row in ws.iter_rows():
+        cells: list[str] = []
+        for cell in row:
+            where = f"{p}: sheet {ws.title!r}, cell {cell.coordinate}"
+            if cell.data_type == "e":
+                raise ConfigError(
+                    f"{where}: holds the error value {cell.value}; correct the cell or its formula"
+                )
+            if cell.value is None and ws_formulas[cell.coordinate].data_type == "f":
+                raise ConfigError(
+                    f"{where}: the formula has no saved value (the file was not saved by a "
+                    "spreadsheet program that computes formulas); open and save it in one, or "
+                    "replace the formula by its value"
+                )
+            cells.append("" if cell.value is None else str(cell.value).strip())
+        rows.append(cells)
+    values.close()
+    formulas.close()
+    return rows
+
+
 def read_table(path: str | Path) -> list[dict[str, str]]:
-    """Read a TSV, CSV or XLSX table into rows of stripped strings (header = first row)."""
+    """Read a TSV, CSV or XLSX table into rows of stripped strings (header = first row).
+
+    Text tables may be UTF-8 or carry a UTF-8/UTF-16/UTF-32 byte-order mark
+    (:func:`decode_table`); XLSX formulas give their saved values.
+    """
     p = Path(path)
     suffix = p.suffix.lower()
     if not p.is_file():
         raise ConfigError(f"{p}: table not found")
     if suffix in {".xlsx", ".xlsm"}:
-        import openpyxl
-
-        wb = openpyxl.load_workbook(p, read_only=True, data_only=True)
-        ws = wb.worksheets[0]
-        rows = [
-            ["" if v is None else str(v).strip() for v in r] for r in ws.iter_rows(values_only=True)
-        ]
-        wb.close()
+        rows = _xlsx_rows(p)
     elif suffix in {".tsv", ".csv", ".txt"}:
         delim = "," if suffix == ".csv" else "\t"
-        with open(p, newline="", encoding="utf-8-sig") as fh:
-            rows = [[c.strip() for c in r] for r in csv.reader(fh, delimiter=delim)]
+        text = decode_table(p.read_bytes(), p)
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)
+        rows = [[c.strip() for c in r] for r in reader]
     else:
         raise ConfigError(f"{p}: unsupported table format {suffix!r}; use .tsv, .csv or .xlsx")
     rows = [r for r in rows if any(r)]
@@ -132,7 +220,7 @@ def load_samples(
                         f"{p}: row {n}, column 'destinations': unknown destination {d!r}; define it "
                         f"under `destinations` in the config (known: {', '.join(sorted(destinations))})"
                     )
-        meta = {k: v for k, v in raw.items() if k not in REQUIRED and v}
+        meta = {k: v for k, v in raw.items() if k not in REQUIRED + STUDY_COLUMNS and v}
         datasets.append(
             Dataset(
                 dataset_id=ds_id,
@@ -143,8 +231,15 @@ def load_samples(
                 destinations=dests,
                 row=n,
                 metadata=meta,
+                study_uids=_split(raw.get("study_instance_uid", "")),
+                accession_numbers=_split(raw.get("accession_number", "")),
             )
         )
     if problems:
         raise ConfigError("invalid sample sheet:\n  " + "\n  ".join(problems))
     return datasets
+
+
+def _split(cell: str) -> tuple[str, ...]:
+    """The ``;``-separated values of a cell, stripped, empty ones dropped."""
+    return tuple(v.strip() for v in cell.split(";") if v.strip())

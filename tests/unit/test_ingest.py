@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from imagedepot.errors import ConfigError
-from imagedepot.ingest import group_files, scan
+from imagedepot.ingest import InputWalk, SubjectCheck, group_files, scan
 from imagedepot.io import iter_files
 from imagedepot.samplesheet import load_samples
 
@@ -108,7 +108,13 @@ def _sheet(tmp_path: Path, rows: list[str]) -> Path:
 def test_scan_with_sheet_accounts_for_every_file(tmp_path: Path, dicom_factory) -> None:
     inbox = tmp_path / "inbox"
     for i in range(2):
-        dicom_factory(inbox / "JOHN_DOE" / f"im{i}", study="1.9", series="1.9.1", instance=i + 1)
+        dicom_factory(
+            inbox / "JOHN_DOE" / f"im{i}",
+            study="1.9",
+            series="1.9.1",
+            instance=i + 1,
+            patient_id="S1",
+        )
     dicom_factory(inbox / "NO_CONSENT" / "im0", study="1.8", series="1.8.1", instance=1)
     (inbox / "stray.txt").write_text("x")
     sheet = _sheet(
@@ -188,3 +194,228 @@ def test_files_fingerprint_follows_size_mtime_and_presence(tmp_path: Path) -> No
     assert files_fingerprint([a, b]) != touched
     b.unlink()
     assert files_fingerprint([a, b]) != touched  # a missing original changes it, never raises
+
+
+# ----------------------------------------------------------------------------- whose file is it
+
+
+def _demo_scan(root: Path):
+    """Scan the demo made in ``root`` with its sample sheet and policies (as the workflow does)."""
+    from imagedepot.policy import load_policy
+
+    info_policies = {
+        name: load_policy(root / "policies" / f"{name}.yaml")
+        for name in ("demo-cohort", "open-microscopy")
+    }
+    sheet = root / "samples.tsv"
+    return scan(root / "inbox", datasets=load_samples(sheet), sheet=sheet, policies=info_policies)
+
+
+@pytest.mark.parametrize("how", ["copy", "symlink"])
+def test_other_patients_file_in_a_subjects_folder_is_quarantined(tmp_path: Path, how: str) -> None:
+    """A file of POE_EDGAR (who declined consent) put into ROE_JANE's folder must not become a
+    series of ROE_JANE's dataset: it is quarantined, and the reason names no identifier."""
+    import pydicom
+
+    from imagedepot.demo import DEMO_PHI, make_demo
+
+    info = make_demo(tmp_path / "demo")
+    # The demo's sheet gives each DICOM subject as its Patient ID: the check passes untouched.
+    before = _demo_scan(info.root)
+    assert before.counts() | {"files": 0} == {
+        "items": 10, "items_pending": 8, "items_excluded": 2, "files_quarantined": 1, "files": 0
+    }  # fmt: skip
+    other = info.root / "inbox" / "POE_EDGAR" / "IM0001"
+    planted = info.root / "inbox" / "ROE_JANE" / "x"
+    if how == "copy":
+        shutil.copy(other, planted)
+    else:
+        planted.symlink_to(other)
+    m = _demo_scan(info.root)
+    other_study = str(pydicom.dcmread(other, stop_before_pixels=True).StudyInstanceUID)
+    jane = [i for i in m.items if i.dataset == "dcm-subj02"]
+    assert all(i.dicom["study_instance_uid"] != other_study for i in jane)
+    assert all(f["path"] != str(planted) for i in m.items for f in i.files)
+    (entry,) = [q for q in m.quarantine if q["path"] == str(planted)]
+    assert entry["dataset"] == "dcm-subj02"
+    if how == "copy":
+        assert entry["reason"] == "Patient ID differs from the sample sheet's subject"
+    else:  # the file belongs to POE_EDGAR's own dataset, which names it by its own path
+        assert entry["reason"] == "symbolic link to a file of dataset 'dcm-subj03'"
+    assert not [v for v in DEMO_PHI if v in entry["reason"]]
+    c = m.counts()
+    assert (c["items"], c["files_quarantined"]) == (10, 2)
+
+
+def _with_ids(path: Path, patient_id: str, others: list[str], in_sequence: bool) -> Path:
+    import pydicom
+    from pydicom.dataset import Dataset
+
+    ds = pydicom.dcmread(path)
+    ds.PatientID = patient_id
+    if in_sequence:
+        entries = []
+        for value in others:
+            e = Dataset()
+            e.PatientID = value
+            e.IssuerOfPatientID = "NHS"
+            entries.append(e)
+        ds.OtherPatientIDsSequence = entries
+    elif others:
+        ds.OtherPatientIDs = others
+    ds.save_as(path)
+    return path
+
+
+@pytest.mark.parametrize("in_sequence", [False, True])
+def test_subject_id_check_modes(tmp_path: Path, dicom_factory, in_sequence: bool) -> None:
+    mrn = _with_ids(
+        dicom_factory(tmp_path / "a", study="1.2", series="1.2.1", instance=1),
+        "MRN-7", ["NHS-1", "S-9"], in_sequence,
+    )  # fmt: skip
+    empty = _with_ids(
+        dicom_factory(tmp_path / "b", study="1.2", series="1.2.1", instance=2), "", [], False
+    )
+    files = [mrn, empty]
+
+    def reasons(check: SubjectCheck) -> dict[str, str]:
+        found = group_files(files, kind_hint="dicom", check=check)
+        return {Path(q["path"]).name: q["reason"] for q in found.quarantine}
+
+    assert reasons(SubjectCheck("MRN-7")) == {
+        "b": "Patient ID is empty, so the file cannot be matched to the sample sheet's subject"
+    }
+    assert reasons(SubjectCheck(" S-9 ")) == {
+        "a": "Patient ID differs from the sample sheet's subject",
+        "b": "Patient ID is empty, so the file cannot be matched to the sample sheet's subject",
+    }
+    assert set(reasons(SubjectCheck("S-9", "other_patient_ids"))) == {"b"}
+    assert set(reasons(SubjectCheck("NHS-1", "other_patient_ids"))) == {"b"}
+    assert reasons(SubjectCheck("X", "other_patient_ids"))["a"] == (
+        "Patient ID and Other Patient IDs differ from the sample sheet's subject"
+    )
+    assert reasons(SubjectCheck("X", "off")) == {}
+    with pytest.raises(ConfigError, match="subject_id_check"):
+        SubjectCheck("X", "loose")
+
+
+def test_sheet_study_columns_check_each_file(tmp_path: Path, dicom_factory) -> None:
+    import pydicom
+
+    inbox = tmp_path / "inbox"
+    dicom_factory(inbox / "s" / "a", study="1.7", series="1.7.1", instance=1, patient_id="S1")
+    dicom_factory(inbox / "s" / "b", study="1.8", series="1.8.1", instance=1, patient_id="S1")
+    for name, acc in (("a", "ACC1"), ("b", "ACC2")):
+        ds = pydicom.dcmread(inbox / "s" / name)
+        ds.AccessionNumber = acc
+        ds.save_as(inbox / "s" / name)
+    head = "dataset_id\tsubject\tmodality_class\tsource\tpolicy\tdestinations\t"
+    for column, value, reason in (
+        ("study_instance_uid", "1.7", "StudyInstanceUID is not among the sample sheet's"),
+        ("accession_number", "ACC1 ; ACC3", "AccessionNumber is not among the sample sheet's"),
+    ):
+        sheet = tmp_path / "samples.tsv"
+        sheet.write_text(f"{head}{column}\nds-a\tS1\tdicom\tinbox/s\tpol\tlocal\t{value}\n")
+        datasets = load_samples(sheet)
+        assert datasets[0].metadata == {}  # identifiers, never descriptive metadata
+        m = scan(inbox, datasets=datasets, sheet=sheet)
+        assert [i.dicom["study_instance_uid"] for i in m.items] == ["1.7"]
+        (q,) = m.quarantine
+        assert Path(q["path"]).name == "b" and q["reason"].startswith(reason)
+        assert "1.8" not in q["reason"] and "ACC2" not in q["reason"]
+
+
+# ----------------------------------------------------------------------------- symbolic links
+
+
+def _linked_inbox(tmp_path: Path, dicom_factory) -> Path:
+    """An inbox whose subject folder holds a file, a linked folder inside the inbox, a link to a
+    folder outside it and a second link to its own file; beside it a loop and a dangling link."""
+    inbox = tmp_path / "inbox"
+    subj = inbox / "subj"
+    dicom_factory(subj / "im0", study="1.5", series="1.5.1", instance=1, patient_id="S1")
+    dicom_factory(inbox / "store" / "s2" / "im1", study="1.5", series="1.5.2", instance=1,
+                  patient_id="S1")  # fmt: skip
+    dicom_factory(tmp_path / "outside" / "im9", study="1.6", series="1.6.1", instance=1,
+                  patient_id="S1")  # fmt: skip
+    (subj / "more").symlink_to(inbox / "store" / "s2")
+    (subj / "out").symlink_to(tmp_path / "outside")
+    (subj / "again").symlink_to(subj / "im0")
+    (inbox / "loop").symlink_to(inbox)
+    (inbox / "gone").symlink_to(tmp_path / "missing")
+    return inbox
+
+
+def test_symlinks_in_the_inbox_are_followed_once_and_every_one_counted(
+    tmp_path: Path, dicom_factory
+) -> None:
+    inbox = _linked_inbox(tmp_path, dicom_factory)
+    sheet = _sheet(tmp_path, ["ds-a\tS1\tdicom\tinbox/subj\tpol\tlocal\n"])
+    m = scan(inbox, datasets=load_samples(sheet), sheet=sheet)
+    series = {i.dicom["series_instance_uid"]: i for i in m.items}
+    assert set(series) == {"1.5.1", "1.5.2"}  # the linked folder's series is found ...
+    assert series["1.5.2"].files[0]["path"] == str(inbox / "subj" / "more" / "im1")
+    reasons = {str(Path(q["path"]).relative_to(inbox)): q["reason"] for q in m.quarantine}
+    assert reasons == {  # ... and its real path is not counted a second time
+        "subj/out": "symbolic link pointing outside the inbox",
+        "subj/again": "symbolic link to a file already found by another path",
+        "loop": "symbolic link to a folder already scanned (by its own path or another link)",
+        "gone": "broken symbolic link (its target is missing or the links loop)",
+    }
+    assert [q.get("dataset") for q in m.quarantine] == ["ds-a", "ds-a", None, None]
+    assert m.counts()["files"] == 2 + 4
+
+
+def test_a_linked_source_folder_is_the_datasets_not_a_stray_link(
+    tmp_path: Path, dicom_factory
+) -> None:
+    inbox = tmp_path / "inbox"
+    dicom_factory(inbox / ".raw" / "jane" / "im0", study="1.5", series="1.5.1", instance=1,
+                  patient_id="S1")  # fmt: skip
+    dicom_factory(inbox / ".raw" / "roe" / "ct" / "im0", study="1.6", series="1.6.1", instance=1,
+                  patient_id="S2")  # fmt: skip
+    (inbox / "JANE").symlink_to(inbox / ".raw" / "jane")
+    (inbox / "ROE").symlink_to(inbox / ".raw" / "roe")  # the source lies below a link
+    sheet = _sheet(
+        tmp_path,
+        [
+            "ds-a\tS1\tdicom\tinbox/JANE\tpol\tlocal\n",
+            "ds-b\tS2\tdicom\tinbox/ROE/ct\tpol\tlocal\n",
+        ],
+    )
+    m = scan(inbox, datasets=load_samples(sheet), sheet=sheet)
+    assert [f["path"] for i in m.items for f in i.files] == [
+        str(inbox / "JANE" / "im0"),
+        str(inbox / "ROE" / "ct" / "im0"),
+    ]
+    assert m.quarantine == []
+
+
+def test_inventory_without_a_sheet_follows_links_the_same_way(
+    tmp_path: Path, dicom_factory
+) -> None:
+    inbox = _linked_inbox(tmp_path, dicom_factory)
+    m = scan(inbox)
+    assert sorted(f["path"] for i in m.items for f in i.files) == [
+        str(inbox / "store" / "s2" / "im1"),
+        str(inbox / "subj" / "im0"),
+    ]
+    assert sorted(Path(q["path"]).name for q in m.quarantine) == [
+        "again", "gone", "loop", "more", "out"
+    ]  # fmt: skip
+
+
+def test_input_walk_is_loop_safe_and_prefers_own_paths(tmp_path: Path) -> None:
+    root = tmp_path / "in"
+    (root / "b").mkdir(parents=True)
+    (root / "b" / "f").write_bytes(b"1")
+    (root / "a").symlink_to(root / "b")  # sorted before its target
+    (root / "b" / "up").symlink_to(root)
+    (root / "b" / "self").symlink_to(root / "b" / "self")
+    walk = InputWalk(root).add(root).finish()
+    assert walk.files == [root / "b" / "f"] and not walk.linked
+    assert {Path(q["path"]).name: q["reason"].split(" (")[0] for q in walk.quarantine} == {
+        "a": "symbolic link to a folder already scanned",
+        "up": "symbolic link to a folder already scanned",
+        "self": "broken symbolic link",
+    }

@@ -494,3 +494,12 @@ def test_deid_filter_database_is_used_unless_turned_off(write_policy) -> None:
     off = load_policy(write_policy({"deidentification": {"deid_filters": False}}))
     assert off.pixel_cleaning_rules() == off.pixel_rules
     assert off.to_provenance()["deid_filters"] == {"source": "off"}
+
+
+def test_subject_id_check_defaults_strict_and_is_validated(write_policy) -> None:
+    assert load_policy(write_policy()).subject_id_check == "patient_id"
+    pol = load_policy(write_policy({"subject_id_check": "other_patient_ids"}))
+    assert pol.subject_id_check == "other_patient_ids"
+    assert pol.to_provenance()["subject_id_check"] == "other_patient_ids"
+    with pytest.raises(PolicyError, match="subject_id_check"):
+        load_policy(write_policy({"subject_id_check": "name"}))

@@ -11,6 +11,9 @@ from imagedepot.io import check_overwrite
 
 log = logging.getLogger(__name__)
 
+#: Quarantined entries whose reason the console shows (the manifest lists them all).
+QUARANTINE_SHOWN = 5
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``scan`` verb."""
@@ -20,9 +23,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Scan an inbox: group DICOM files into studies and series by UID (files without extension "
             "too; DICOMDIR set aside), microscopy files into images (multi-file OME-TIFF counts once), "
-            "NIfTI files with their sidecars. Records path, size and sha256 of every file. Unreadable "
-            "or non-image files are listed with the reason. With --config, the sample sheet assigns "
-            "items to datasets and the policies exclude subjects without consent."
+            "NIfTI files with their sidecars. Records path, size and sha256 of every file. Symbolic "
+            "links are followed once inside the inbox. Unreadable or non-image files, links out of "
+            "the inbox and DICOM files of another patient than the dataset's subject are listed "
+            "with the reason (the first five also on the console). With --config, the sample sheet "
+            "assigns items to datasets and the policies exclude subjects without consent."
         ),
     )
     p.add_argument("inbox", nargs="?", help="inbox folder (default: `inbox` of the config)")
@@ -76,4 +81,6 @@ def run(args: argparse.Namespace) -> int:
         f"scan: {c['items']} item(s) ({c['items_pending']} to process, {c['items_excluded']} excluded), "
         f"{c['files_quarantined']} file(s) quarantined, {c['files']} file(s) in all -> {Path(args.out)}"
     )
+    for line in manifest.quarantine_lines(QUARANTINE_SHOWN):
+        print(line)
     return 0
