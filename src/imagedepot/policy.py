@@ -76,8 +76,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from imagedepot.deid.pixels import PIXEL_MATCH_KEYS, PixelRule, deid_filter_rules
 from imagedepot.deid.profile import EDITION, OPTIONS
 from imagedepot.deid.pseudonym import Pseudonymizer
@@ -85,6 +83,7 @@ from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
 from imagedepot.errors import PolicyError
 from imagedepot.io import sha256_file
 from imagedepot.pixeltext.dicom import PixelTextSettings
+from imagedepot.safeload import check_sheet_size, parse_yaml, read_capped
 
 __all__ = [
     "DESTINATION_CLASSES",
@@ -290,25 +289,6 @@ class Policy:
         }
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML loader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
 def policy_schema() -> dict[str, Any]:
     """The policy JSON Schema shipped with the package."""
     text = resources.files("imagedepot").joinpath(SCHEMA_RESOURCE).read_text(encoding="utf-8")
@@ -345,6 +325,7 @@ def _read_sheet(sheet: Path, policy_path: Path) -> tuple[list[str], list[dict[st
     """Header and rows of a TSV/CSV/XLSX sheet (first worksheet), cells as stripped strings."""
     if not sheet.is_file():
         raise PolicyError(f"{policy_path}: consent.sheet: consent sheet {sheet} not found")
+    check_sheet_size(sheet, "consent sheet", PolicyError)
     suffix = sheet.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         import openpyxl
@@ -475,20 +456,14 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
 
     Raises :class:`PolicyError` naming the file and the rule for anything invalid: schema
     violations, unknown options, presets, DUO codes or destination classes, conflicting options,
-    a missing consent sheet or column.
+    a missing consent sheet or column. The file is read with
+    :func:`imagedepot.safeload.parse_yaml` (size-capped, no YAML aliases).
     """
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise PolicyError(f"{p}: cannot read policy file ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"{p}: policy file is not UTF-8 text") from exc
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{p}: not valid YAML: {exc}") from exc
+    # Read once: the hash recorded in provenance is that of the bytes parsed. Size-capped, no
+    # YAML aliases (a 400-byte alias bomb expands to gigabytes when the schema check walks it).
+    raw = read_capped(p, what="policy file", error=PolicyError)
+    data = parse_yaml(raw, str(p), what="policy file", error=PolicyError)
     _validate(data, p)
 
     # The schema already enforces the following; checked again so that a schema edit cannot

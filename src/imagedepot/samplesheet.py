@@ -14,6 +14,7 @@ import jsonschema
 
 from imagedepot.config import load_schema
 from imagedepot.errors import ConfigError
+from imagedepot.safeload import check_sheet_size
 
 REQUIRED = ("dataset_id", "subject", "modality_class", "source", "policy", "destinations")
 
@@ -52,6 +53,7 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
     suffix = p.suffix.lower()
     if not p.is_file():
         raise ConfigError(f"{p}: table not found")
+    check_sheet_size(p, "table")
     if suffix in {".xlsx", ".xlsm"}:
         import openpyxl
 

@@ -170,6 +170,27 @@ def test_not_yaml_and_duplicate_keys_and_missing_file(tmp_path: Path) -> None:
         load_policy(tmp_path / "absent.yaml")
 
 
+def test_yaml_aliases_and_oversized_files_are_refused(write_policy, tmp_path: Path) -> None:
+    path = write_policy()
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + "description: &d text\nextra: *d\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"p\.yaml: line \d+: YAML anchors and aliases"):
+        load_policy(path)
+    path.write_text(text + "#" * (4 << 20), encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"p\.yaml: policy file is [\d,]+ bytes, more than"):
+        load_policy(path)
+
+
+def test_an_oversized_consent_sheet_is_refused(
+    write_policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagedepot import safeload
+
+    monkeypatch.setattr(safeload, "MAX_SHEET_BYTES", 20)
+    with pytest.raises(PolicyError, match=r"consent\.tsv: consent sheet is \d+ bytes"):
+        load_policy(write_policy())
+
+
 # ----------------------------------------------------------------------------- presets, conflicts
 
 
