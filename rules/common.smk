@@ -17,7 +17,8 @@ from imagedepot.storage import Storage
 
 # The package's checks first: Snakemake has read the config files with a loader that accepts YAML
 # aliases, so they are read again without (size cap, no aliases: a "YAML bomb" stops here, before
-# anything walks it); then the schema, and the linkage table and key kept out of results/.
+# anything walks it); then no credentials or secrets in values (every rule gets the config on its
+# command line), the schema, and the linkage table and key kept out of results/.
 check_workflow_config(config, workflow.configfiles)
 validate(config, schema=str(schema_path("config")))
 

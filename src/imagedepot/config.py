@@ -1,15 +1,17 @@
 """Workflow configuration: read it safely, refuse what would leak, validate it against the schema.
 
 The schema ships in the package, so that the workflow (``rules/common.smk``) and the CLI enforce
-the same rules; :func:`validate_config` adds what a schema cannot say: no YAML aliases, and no
-linkage table or key inside ``results/``, whose staging folders leave the trusted zone.
+the same rules; :func:`validate_config` adds what a schema cannot say: no YAML aliases, no secrets
+in values (every rule gets the config on its command line), and no linkage table or key inside
+``results/``, whose staging folders leave the trusted zone.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -45,6 +47,104 @@ RESULTS_DIR = "results"
 
 #: Configuration keys (dotted) that name files or folders of the trusted zone.
 PRIVATE_PATH_KEYS = ("pseudonymisation.linkage_dir", "pseudonymisation.key_file")
+
+_ENV_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# scheme://userinfo@host...: a URL that carries a user name and/or password (an unencoded '/' in
+# the password is counted too: better a false alarm than a password in the logs).
+_URL_USERINFO_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^?#@\s]*@")
+# Keys that would hold a secret itself (those ending in _env name a variable, which is fine):
+# a word of the key (split at '_' or '-') is one of these, or the key is just "key".
+_SECRET_KEY_RE = re.compile(
+    r"key|(.*[_-])?(password|passwd|passphrase|secret|token|bearer|credentials?|apikey"
+    r"|api[_-]key|access[_-]key|private[_-]key)([_-].*)?",
+    re.IGNORECASE,
+)
+# Mappings whose keys are names chosen by the user, not configuration keys.
+_NAME_MAPPINGS = ("policies", "destinations")
+
+
+def _walk(node: Any, where: str = "") -> Iterator[tuple[str, Any, Any]]:
+    """(dotted key, key, value) of every entry of nested mappings and lists, depth first."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            path = f"{where}.{key}" if where else str(key)
+            yield path, key, value
+            yield from _walk(value, path)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            path = f"{where}[{i}]"
+            yield path, i, value
+            yield from _walk(value, path)
+
+
+def _credentials_hint(config: dict[str, Any], path: str) -> str:
+    """Where the credentials of the URL at ``path`` belong instead (README: Credentials)."""
+    parts = path.split(".")
+    section = config.get(parts[0]) if parts else None
+    if parts[0] == "destinations" and len(parts) >= 3 and isinstance(section, dict):
+        dest = section.get(parts[1])
+        dest = dest if isinstance(dest, dict) else {}
+        if parts[2] == "ftp_url":
+            env = dest.get("ftp_url_env") or "IMAGEDEPOT_BIA_FTP_URL"
+            env = env if isinstance(env, str) and _ENV_NAME_RE.fullmatch(env) else "<ftp_url_env>"
+            return f"move the whole URL to the environment variable ${env} (ftp_url_env) and leave ftp_url empty"
+        prefix = dest.get("credentials_env")
+        prefix = (
+            prefix
+            if isinstance(prefix, str) and _ENV_NAME_RE.fullmatch(prefix)
+            else "<credentials_env>"
+        )
+        return (
+            f"remove them from the URL and give them in the environment as ${prefix}_USER / "
+            f"${prefix}_PASSWORD (credentials_env) or in ~/.netrc for the host"
+        )
+    if path == "fhir.server_url":
+        return (
+            "remove them from the URL and give the server's token in the environment variable "
+            "named by fhir.token_env"
+        )
+    return "remove them from the URL and give them in the environment or in ~/.netrc"
+
+
+def secret_problems(config: Any) -> list[str]:
+    """What in ``config`` is, or looks like, a secret (messages name the key, never the value).
+
+    Secrets come from the environment or ``~/.netrc``: every rule gets the config as JSON on its
+    command line, which Snakemake prints and keeps in ``.snakemake/metadata`` and its logs.
+    Refused: a URL with credentials (``scheme://user:password@host``) in any value; a key named
+    like a secret (password, token, secret, api_key...) unless it ends in ``_env`` (the name of a
+    variable); a ``*_env`` value that is not a variable name (the secret itself, pasted there);
+    a ``*_host`` value with ``@`` in it (``user:password@host``).
+    """
+    if not isinstance(config, dict):
+        return []
+    problems: list[str] = []
+    for path, key, value in _walk(config):
+        name = key if isinstance(key, str) else ""
+        user_named = path.count(".") == 1 and path.split(".")[0] in _NAME_MAPPINGS
+        if name and not user_named and not name.endswith("_env") and _SECRET_KEY_RE.fullmatch(name):
+            problems.append(
+                f"{path}: secrets do not go in the configuration; give them in the environment "
+                "(credentials_env, token_env, key_env) or in ~/.netrc"
+            )
+        if not isinstance(value, str):
+            continue
+        if _URL_USERINFO_RE.match(value.strip()):
+            problems.append(
+                f"{path}: the URL holds credentials (a user name or password before '@'), which "
+                "would be printed and stored with every job; " + _credentials_hint(config, path)
+            )
+        elif name.endswith("_env") and value and not _ENV_NAME_RE.fullmatch(value):
+            problems.append(
+                f"{path}: give the name of an environment variable (letters, digits, '_'), "
+                "not its value; secrets go in the environment"
+            )
+        elif name.endswith("_host") and "@" in value:
+            problems.append(
+                f"{path}: give the host name only; credentials go in the environment "
+                "(credentials_env)"
+            )
+    return problems
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -114,11 +214,13 @@ def validate_config(
 ) -> dict[str, Any]:
     """Validate a config mapping; raise :class:`ConfigError` listing every problem.
 
-    In order: no YAML aliases (shared nodes, before anything walks the values), the schema,
-    then no trusted-zone path inside ``results/`` (:func:`private_path_problems`, relative to
-    ``workdir``, default the working directory).
+    In order, each step before anything walks the values further: no YAML aliases (shared
+    nodes), no secrets (:func:`secret_problems`; these messages never quote a value), the
+    schema, then no trusted-zone path inside ``results/`` (:func:`private_path_problems`,
+    relative to ``workdir``, default the working directory).
     """
     refuse_shared_nodes(config, source)
+    _raise(secret_problems(config), source, "secrets in the configuration")
     schema = load_schema("config")
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))

@@ -14,6 +14,7 @@ from imagedepot.config import (
     check_workflow_config,
     load_config,
     private_path_problem,
+    secret_problems,
     validate_config,
 )
 from imagedepot.errors import ConfigError
@@ -96,6 +97,125 @@ def test_linkage_and_key_outside_results_are_fine(tmp_path: Path) -> None:
     validate_config(config(pseudonymisation=ps), workdir=tmp_path)
     ps = {"linkage_dir": "results-secure/linkage"}  # a sibling whose name starts alike
     validate_config(config(pseudonymisation=ps), workdir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- secrets
+
+SECRET = "s3cr3t-Pa55"
+
+
+@pytest.mark.parametrize(
+    ("patch", "key", "hint"),
+    [
+        (
+            {"destinations": {"bia": {"ftp_url": f"ftp://bsftp:{SECRET}@ftp.example.org/dir"}}},
+            "destinations.bia.ftp_url",
+            "move the whole URL to the environment variable $MY_FTP_URL (ftp_url_env)",
+        ),
+        (
+            {"destinations": {"xnat": {"url": f"https://ada:{SECRET}@xnat.example.org"}}},
+            "destinations.xnat.url",
+            "$XNAT_X_USER / $XNAT_X_PASSWORD (credentials_env) or in ~/.netrc",
+        ),
+        (
+            {"destinations": {"bia": {"url": f"https://{SECRET}@biostudies.example.org/api"}}},
+            "destinations.bia.url",
+            "$<credentials_env>_USER / $<credentials_env>_PASSWORD",
+        ),
+        (
+            {"fhir": {"server_url": f"https://ada:{SECRET}@fhir.example.org/fhir"}},
+            "fhir.server_url",
+            "fhir.token_env",
+        ),
+        (
+            {"fhir": {"identifier_system": f"http://ada:{SECRET}@example.org/ids"}},
+            "fhir.identifier_system",
+            "in the environment or in ~/.netrc",
+        ),
+    ],
+)
+def test_urls_with_credentials_are_refused_without_echoing_them(
+    patch: dict[str, Any], key: str, hint: str
+) -> None:
+    cfg = config()
+    for section, value in patch.items():
+        if section == "destinations":
+            for name, fields in value.items():
+                cfg["destinations"][name].update(fields)
+        else:
+            cfg[section] = value
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    msg = str(exc.value)
+    assert f"config: {key}: the URL holds credentials" in msg
+    assert hint in msg
+    assert SECRET not in msg
+    assert "ada" not in msg
+
+
+@pytest.mark.parametrize(
+    ("cfg", "key", "text"),
+    [
+        (
+            config(pseudonymisation={"linkage_dir": "s", "key": SECRET}),
+            "pseudonymisation.key",
+            "secrets do not go in the configuration",
+        ),
+        (
+            config(fhir={"token": SECRET}),
+            "fhir.token",
+            "secrets do not go in the configuration",
+        ),
+        (
+            config(schedule={"notify": {"smtp_password": SECRET}}),
+            "schedule.notify.smtp_password",
+            "secrets do not go in the configuration",
+        ),
+        (
+            config(fhir={"token_env": f"Bearer {SECRET}"}),
+            "fhir.token_env",
+            "give the name of an environment variable",
+        ),
+        (
+            config(pseudonymisation={"linkage_dir": "s", "key_env": f"{SECRET}!"}),
+            "pseudonymisation.key_env",
+            "give the name of an environment variable",
+        ),
+        (
+            config(schedule={"notify": {"smtp_host": f"ada:{SECRET}@smtp.example.org"}}),
+            "schedule.notify.smtp_host",
+            "give the host name only",
+        ),
+    ],
+)
+def test_secret_looking_keys_and_values_are_refused_without_echoing_them(
+    cfg: dict[str, Any], key: str, text: str
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    msg = str(exc.value)
+    assert f"config: {key}: {text}" in msg
+    assert SECRET not in msg
+
+
+def test_names_chosen_by_the_user_and_plain_values_are_not_secrets() -> None:
+    cfg = config()
+    cfg["destinations"]["token-archive"] = {"class": "internal", "type": "folder"}
+    cfg["destinations"]["bia"]["study"] = {
+        "authors": [{"name": "Ada", "email": "ada@example.org"}],
+        "keywords": ["a@b"],
+    }
+    cfg["destinations"]["xnat"]["url"] = "https://xnat.example.org/path@x?q=a@b"
+    cfg["schedule"] = {"notify": {"mail_from": "ada@example.org", "credentials_env": "SMTP"}}
+    assert secret_problems(cfg) == [
+        "destinations.xnat.url: the URL holds credentials (a user name or password before '@'), "
+        "which would be printed and stored with every job; remove them from the URL and give "
+        "them in the environment as $XNAT_X_USER / $XNAT_X_PASSWORD (credentials_env) or in "
+        "~/.netrc for the host"
+    ]  # a path with '@': a false alarm on purpose (an unencoded '/' in a password looks alike)
+    cfg["destinations"]["xnat"]["url"] = "https://xnat.example.org"
+    assert secret_problems(cfg) == []
+    validate_config(cfg)
 
 
 # ----------------------------------------------------------------------------- aliases
