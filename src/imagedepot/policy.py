@@ -80,6 +80,7 @@ from imagedepot.deid.pixels import PIXEL_MATCH_KEYS, PixelRule, deid_filter_rule
 from imagedepot.deid.profile import EDITION, OPTIONS
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
+from imagedepot.duo import DUO_RELEASE, data_use_problems
 from imagedepot.errors import PolicyError
 from imagedepot.io import sha256_file
 from imagedepot.pixeltext.dicom import PixelTextSettings
@@ -261,6 +262,7 @@ class Policy:
                 "permission": self.data_use["permission"],
                 "modifiers": list(self.data_use.get("modifiers", [])),
             },
+            "duo_release": DUO_RELEASE,
             "consent": {
                 "required": self.consent_required,
                 "sheet": self.consent_sheet,
@@ -455,8 +457,9 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read, validate and compile a policy file.
 
     Raises :class:`PolicyError` naming the file and the rule for anything invalid: schema
-    violations, unknown options, presets, DUO codes or destination classes, conflicting options,
-    a missing consent sheet or column. The file is read with
+    violations, unknown options, presets, DUO codes (not a term of the shipped DUO release, or a
+    modifier as the permission and vice versa: :mod:`imagedepot.duo`) or destination classes,
+    conflicting options, a missing consent sheet or column. The file is read with
     :func:`imagedepot.safeload.parse_yaml` (size-capped, no YAML aliases).
     """
     p = Path(path)
@@ -474,6 +477,10 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     ]:
         if not isinstance(code, str) or not _DUO_RE.fullmatch(code):
             raise PolicyError(f"{p}: {rule}: {code!r} is not a DUO code (DUO:NNNNNNN)")
+    # Only known terms, each in its place: these codes are published with the data.
+    duo = data_use_problems(data_use["permission"], data_use.get("modifiers", []))
+    if duo:
+        raise PolicyError(f"{p}: " + f"\n{p}: ".join(duo))
     allowed = list(data["destinations"]["allowed_classes"])
     for i, cls in enumerate(allowed):
         if cls not in DESTINATION_CLASSES:
