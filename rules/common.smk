@@ -7,7 +7,7 @@ import shlex
 
 from snakemake.utils import validate
 
-from imagedepot.config import schema_path
+from imagedepot.config import check_workflow_config, schema_path
 from imagedepot.ingest import files_fingerprint
 from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import load_samples
@@ -15,6 +15,11 @@ from imagedepot.storage import ENV_PREFIX as STORAGE_ENV_PREFIX
 from imagedepot.storage import ENV_ROOT as STORAGE_ENV_ROOT
 from imagedepot.storage import Storage
 
+# The package's checks first: Snakemake has read the config files with a loader that accepts YAML
+# aliases, so they are read again without (size cap, no aliases: a "YAML bomb" stops here, before
+# anything walks it); then no credentials or secrets in values (every rule gets the config on its
+# command line), the schema, and the linkage table and key kept out of results/.
+check_workflow_config(config, workflow.configfiles)
 validate(config, schema=str(schema_path("config")))
 
 # Validated at parse time: errors name the row, the column and the fix.

@@ -76,16 +76,16 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from imagedepot.deid.pixels import PIXEL_MATCH_KEYS, PixelRule, deid_filter_rules
 from imagedepot.deid.profile import EDITION, OPTIONS
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
+from imagedepot.duo import DUO_RELEASE, data_use_problems
 from imagedepot.errors import PolicyError
 from imagedepot.ingest import SUBJECT_ID_CHECKS
 from imagedepot.io import sha256_file
 from imagedepot.pixeltext.dicom import PixelTextSettings
+from imagedepot.safeload import check_sheet_size, parse_yaml, read_capped
 
 __all__ = [
     "DESTINATION_CLASSES",
@@ -265,6 +265,7 @@ class Policy:
                 "permission": self.data_use["permission"],
                 "modifiers": list(self.data_use.get("modifiers", [])),
             },
+            "duo_release": DUO_RELEASE,
             "consent": {
                 "required": self.consent_required,
                 "sheet": self.consent_sheet,
@@ -292,25 +293,6 @@ class Policy:
                 deid_filter_rules().to_provenance() if self.deid_filters else {"source": "off"}
             ),
         }
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """Safe YAML loader that refuses duplicate keys (PyYAML keeps the last one silently)."""
-
-
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def policy_schema() -> dict[str, Any]:
@@ -349,6 +331,7 @@ def _read_sheet(sheet: Path, policy_path: Path) -> tuple[list[str], list[dict[st
     """Header and rows of a TSV/CSV/XLSX sheet (first worksheet), cells as stripped strings."""
     if not sheet.is_file():
         raise PolicyError(f"{policy_path}: consent.sheet: consent sheet {sheet} not found")
+    check_sheet_size(sheet, "consent sheet", PolicyError)
     suffix = sheet.suffix.lower()
     if suffix in (".xlsx", ".xlsm"):
         import openpyxl
@@ -478,21 +461,16 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     """Read, validate and compile a policy file.
 
     Raises :class:`PolicyError` naming the file and the rule for anything invalid: schema
-    violations, unknown options, presets, DUO codes or destination classes, conflicting options,
-    a missing consent sheet or column.
+    violations, unknown options, presets, DUO codes (not a term of the shipped DUO release, or a
+    modifier as the permission and vice versa: :mod:`imagedepot.duo`) or destination classes,
+    conflicting options, a missing consent sheet or column. The file is read with
+    :func:`imagedepot.safeload.parse_yaml` (size-capped, no YAML aliases).
     """
     p = Path(path)
-    try:
-        raw = p.read_bytes()
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise PolicyError(f"{p}: cannot read policy file ({exc.strerror or exc})") from exc
-    except UnicodeDecodeError as exc:
-        raise PolicyError(f"{p}: policy file is not UTF-8 text") from exc
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError as exc:
-        raise PolicyError(f"{p}: not valid YAML: {exc}") from exc
+    # Read once: the hash recorded in provenance is that of the bytes parsed. Size-capped, no
+    # YAML aliases (a 400-byte alias bomb expands to gigabytes when the schema check walks it).
+    raw = read_capped(p, what="policy file", error=PolicyError)
+    data = parse_yaml(raw, str(p), what="policy file", error=PolicyError)
     _validate(data, p)
 
     # The schema already enforces the following; checked again so that a schema edit cannot
@@ -503,6 +481,10 @@ def load_policy(path: str | os.PathLike[str]) -> Policy:
     ]:
         if not isinstance(code, str) or not _DUO_RE.fullmatch(code):
             raise PolicyError(f"{p}: {rule}: {code!r} is not a DUO code (DUO:NNNNNNN)")
+    # Only known terms, each in its place: these codes are published with the data.
+    duo = data_use_problems(data_use["permission"], data_use.get("modifiers", []))
+    if duo:
+        raise PolicyError(f"{p}: " + f"\n{p}: ".join(duo))
     allowed = list(data["destinations"]["allowed_classes"])
     for i, cls in enumerate(allowed):
         if cls not in DESTINATION_CLASSES:

@@ -16,6 +16,7 @@ import jsonschema
 
 from imagedepot.config import load_schema
 from imagedepot.errors import ConfigError
+from imagedepot.safeload import check_sheet_size
 
 REQUIRED = ("dataset_id", "subject", "modality_class", "source", "policy", "destinations")
 #: Optional columns that identify the subject's studies: checked against every DICOM file of the
@@ -146,6 +147,7 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
     suffix = p.suffix.lower()
     if not p.is_file():
         raise ConfigError(f"{p}: table not found")
+    check_sheet_size(p, "table")
     if suffix in {".xlsx", ".xlsm"}:
         rows = _xlsx_rows(p)
     elif suffix in {".tsv", ".csv", ".txt"}:

@@ -170,6 +170,93 @@ def test_not_yaml_and_duplicate_keys_and_missing_file(tmp_path: Path) -> None:
         load_policy(tmp_path / "absent.yaml")
 
 
+def test_yaml_aliases_and_oversized_files_are_refused(write_policy, tmp_path: Path) -> None:
+    path = write_policy()
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text + "description: &d text\nextra: *d\n", encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"p\.yaml: line \d+: YAML anchors and aliases"):
+        load_policy(path)
+    path.write_text(text + "#" * (4 << 20), encoding="utf-8")
+    with pytest.raises(PolicyError, match=r"p\.yaml: policy file is [\d,]+ bytes, more than"):
+        load_policy(path)
+
+
+def test_an_oversized_consent_sheet_is_refused(
+    write_policy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagedepot import safeload
+
+    monkeypatch.setattr(safeload, "MAX_SHEET_BYTES", 20)
+    with pytest.raises(PolicyError, match=r"consent\.tsv: consent sheet is \d+ bytes"):
+        load_policy(write_policy())
+
+
+# ----------------------------------------------------------------------------- data use (DUO)
+
+
+@pytest.mark.parametrize(
+    ("data_use", "rule", "message"),
+    [
+        (
+            {"permission": "DUO:0000099"},
+            "data_use.permission",
+            "'DUO:0000099' is not a DUO permission term of DUO release 2021-02-23",
+        ),
+        (
+            {"permission": "DUO:0000042", "modifiers": ["DUO:0000019", "DUO:1234567"]},
+            "data_use.modifiers[1]",
+            "'DUO:1234567' is not a DUO modifier term",
+        ),
+        (
+            {"permission": "DUO:0000043"},
+            "data_use.permission",
+            "DUO:0000043 (CC, clinical care use) is a DUO modifier, not a permission; list it "
+            "under data_use.modifiers",
+        ),
+        (
+            {"permission": "DUO:0000042", "modifiers": ["DUO:0000007"]},
+            "data_use.modifiers[0]",
+            "DUO:0000007 (DS, disease specific research) is a DUO permission, not a modifier",
+        ),
+        (
+            {"permission": "DUO:0000001"},
+            "data_use.permission",
+            "DUO:0000001 (data use permission) is a DUO parent class, not a term",
+        ),
+        (
+            {"permission": "DUO:0000042", "modifiers": ["DUO:0000017"]},
+            "data_use.modifiers[0]",
+            "DUO:0000017 (data use modifier) is a DUO parent class",
+        ),
+    ],
+)
+def test_unknown_or_misplaced_duo_codes_are_refused(
+    write_policy, data_use: dict[str, Any], rule: str, message: str
+) -> None:
+    path = write_policy({"data_use": data_use})
+    with pytest.raises(PolicyError) as exc:
+        load_policy(path)
+    assert f"{path}: {rule}: {message}" in str(exc.value)
+
+
+@pytest.mark.parametrize(
+    ("permission", "modifiers"),
+    [
+        ("DUO:0000004", []),
+        ("DUO:0000006", ["DUO:0000021", "DUO:0000043"]),
+        ("DUO:0000007", ["DUO:0000046"]),
+        ("DUO:0000011", ["DUO:0000028"]),
+        ("DUO:0000042", ["DUO:0000019", "DUO:0000024", "DUO:0000044", "DUO:0000045"]),
+    ],
+)
+def test_known_duo_terms_in_their_places_load(write_policy, permission, modifiers) -> None:
+    pol = load_policy(
+        write_policy({"data_use": {"permission": permission, "modifiers": modifiers}})
+    )
+    assert pol.data_use == {"permission": permission, "modifiers": tuple(modifiers)}
+    assert pol.to_provenance()["duo_release"] == "2021-02-23"
+
+
 # ----------------------------------------------------------------------------- presets, conflicts
 
 

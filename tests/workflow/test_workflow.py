@@ -37,6 +37,77 @@ def test_snakefmt_clean() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+_SECRET = "Sup3r-s3cret"
+_BOMB = "\n".join(
+    ['lol0: &a0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    + [f"lol{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 9) + "]" for i in range(1, 9)]
+    + ["scan: {batch_size: *a8}", ""]
+)
+
+
+@pytest.mark.parametrize(
+    ("patch", "extra", "message"),
+    [
+        ({}, _BOMB, "c.yaml: line {line}: YAML anchors and aliases"),
+        (
+            {"pseudonymisation": {"linkage_dir": "results/stage"}},
+            "",
+            "pseudonymisation.linkage_dir: 'results/stage' lies inside results/stage/",
+        ),
+        (
+            {"fhir": {"server_url": f"https://ada:{_SECRET}@fhir.example.org/fhir"}},
+            "",
+            "fhir.server_url: the URL holds credentials",
+        ),
+    ],
+    ids=["yaml-bomb", "linkage-in-results", "credentials-in-url"],
+)
+def test_unsafe_configs_stop_the_workflow_before_any_job(
+    tmp_path: Path, patch: dict, extra: str, message: str
+) -> None:
+    """rules/common.smk runs the package's checks before Snakemake walks the config (its schema
+    validation would expand a YAML bomb) and before any rule gets it on its command line. The
+    child is limited to 2 GiB of address space so that a regression fails instead of swapping."""
+    import resource
+
+    import yaml
+
+    from tests.workflow.conftest import snakemake_cmd
+
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text(encoding="utf-8"))
+    config.update(patch)
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config) + extra, encoding="utf-8")
+    message = message.format(line=len(yaml.safe_dump(config).splitlines()) + 1)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    proc = subprocess.run(
+        [
+            *snakemake_cmd(),
+            "--snakefile",
+            str(ROOT / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(path),
+            "-n",
+            "--cores",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=limit,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert message in out, out
+    assert _SECRET not in out
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One real run of the demo workflow, shared by the assertions below."""

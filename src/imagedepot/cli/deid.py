@@ -138,11 +138,22 @@ def register(subparsers: Any) -> None:
     item.set_defaults(func=run_item)
 
 
+def _check_private_paths(args: argparse.Namespace) -> None:
+    """Refuse a linkage file/folder or key file given inside results/ (it would be staged)."""
+    from imagedepot.config import check_private_path
+
+    for option in ("linkage", "linkage_dir", "key_file"):
+        value = getattr(args, option, None)
+        if value is not None:
+            check_private_path(value, "--" + option.replace("_", "-"))
+
+
 def _setup(args: argparse.Namespace, subject: str) -> tuple[Any, Any]:
     """Load the policy and the pseudonymizer; refuse a subject without consent."""
     from imagedepot.deid.pseudonym import load_key
     from imagedepot.policy import load_policy
 
+    _check_private_paths(args)
     policy = load_policy(args.policy)
     if not policy.consented(subject):
         raise PolicyError(
@@ -248,6 +259,7 @@ def run_item(args: argparse.Namespace) -> int:
     """De-identify one manifest item with :func:`imagedepot.pipeline.deidentify_item`."""
     from imagedepot.pipeline import DeidSettings, deidentify_item
 
+    _check_private_paths(args)
     settings = DeidSettings(
         policy_path=args.policy,
         key_env=args.key_env,

@@ -329,9 +329,9 @@ def default_rules_text() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _default_rules() -> BidsRules:
-    import yaml
+    from imagedepot.safeload import parse_yaml
 
-    return parse_rules(yaml.safe_load(default_rules_text()), "bids_rules.yaml")
+    return parse_rules(parse_yaml(default_rules_text(), "bids_rules.yaml"), "bids_rules.yaml")
 
 
 def load_rules(path: str | Path | None = None) -> BidsRules:
@@ -342,19 +342,11 @@ def load_rules(path: str | Path | None = None) -> BidsRules:
     ConfigError
         The file cannot be read or is not valid (the message says where and what to fix).
     """
-    import yaml
+    from imagedepot.safeload import load_yaml
 
     if path is None:
         return _default_rules()
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"BIDS rules {path}: cannot read ({exc})") from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"BIDS rules {path}: not YAML ({exc})") from exc
-    return parse_rules(data, str(path))
+    return parse_rules(load_yaml(path, what="BIDS rules"), str(path))
 
 
 @dataclass

@@ -225,15 +225,10 @@ class StudyMetadata:
 
 def load_study_metadata(path: str | Path) -> StudyMetadata:
     """Read study metadata from a YAML (or JSON) file."""
-    import yaml
+    from imagedepot.safeload import load_yaml
 
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{p}: cannot read study metadata ({exc.strerror or exc})") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {exc}") from exc
+    data = load_yaml(p, what="study metadata")
     if data is not None and not isinstance(data, Mapping):
         raise ConfigError(f"{p}: study metadata must be a mapping of keys to values")
     return StudyMetadata.from_mapping(data, str(p))

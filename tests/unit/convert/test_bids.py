@@ -260,7 +260,7 @@ def test_bad_rules_name_the_file_and_rule(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_rules(tmp_path / "missing.yaml")
     (tmp_path / "n.yaml").write_text("a: [")
-    with pytest.raises(ConfigError, match="not YAML"):
+    with pytest.raises(ConfigError, match="not valid YAML"):
         load_rules(tmp_path / "n.yaml")
 
 
