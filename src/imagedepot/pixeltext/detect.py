@@ -164,13 +164,10 @@ def candidate_regions(img: np.ndarray, settings: DetectorSettings) -> list[Area]
     if not strong.any():
         return []
     grouped = cv2.dilate(strong, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 3)))
-    n, _, stats, _ = cv2.connectedComponentsWithStats(grouped, connectivity=8)
+    stats = _component_stats(grouped)
     pad = settings.pad
     areas: list[Area] = []
-    for i in range(1, n):
-        x, y, bw, bh, count = (int(v) for v in stats[i])
-        if count < 12:
-            continue
+    for x, y, bw, bh, _ in stats[stats[:, 4] >= 12].tolist():
         box = (max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad))
         areas.append(Area(box, stroke_height=bh, children=[(x, y, x + bw, y + bh)]))
     merged = merge_boxes([a.box for a in areas])
@@ -274,20 +271,28 @@ def _within(inner: Box, outer: Box) -> bool:
 def _glyphs(mask: np.ndarray) -> list[Box]:
     """Parts of a binary mask shaped like glyphs: 5 to 60 px high, no more than three times as
     wide, strokes (12-90 % of their box filled) rather than solid blobs or single lines."""
+    st = _component_stats(mask).astype(np.int64)
+    _, _, bw, bh, count = st.T
+    ok = (
+        (bh >= 5)
+        & (bh <= 60)
+        & (bw <= 3 * bh)
+        & (count >= 6)
+        & (100 * count >= 12 * bw * bh)
+        & (10 * count <= 9 * bw * bh + 10)
+    )
+    return [(a, b, a + c, b + d) for a, b, c, d in st[ok][:, :4].tolist()]
+
+
+def _component_stats(mask: np.ndarray) -> np.ndarray:
+    """``(x, y, width, height, pixels)`` of each 8-connected part of ``mask`` (background
+    left out). Labels are 16-bit where that cannot overflow (about twice as fast)."""
     import cv2
 
-    n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    out = []
-    for i in range(1, n):
-        x, y, bw, bh, count = (int(v) for v in stats[i])
-        if (
-            5 <= bh <= 60
-            and bw <= 3 * bh
-            and count >= 6
-            and 0.12 * bw * bh <= count <= 0.9 * bw * bh + 1
-        ):
-            out.append((x, y, x + bw, y + bh))
-    return out
+    small = mask.shape[0] * mask.shape[1] <= 4 * 65000
+    ltype = cv2.CV_16U if small else cv2.CV_32S
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)
+    return np.asarray(stats[1:])
 
 
 def _longest_row(glyphs: list[Box]) -> int:
