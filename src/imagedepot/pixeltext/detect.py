@@ -637,7 +637,7 @@ def local_strokes(img: np.ndarray, height: int) -> list[np.ndarray]:
 
 
 #: Grey levels under which strokes are not normalised up (:func:`local_strokes`).
-LOCAL_FLOOR = 8.0
+LOCAL_FLOOR = 20.0
 
 
 def _continuation(boxes: list[Box], line: Box) -> Box | None:

@@ -216,12 +216,11 @@ def _inside(box: Box, kept: list[Box]) -> bool:
     return False
 
 
-def _grow(region: TextRegion, by: int, shape: tuple[int, ...]) -> Box:
-    """The box of ``region`` grown by ``by`` pixels, and along the line by half its height
-    (the ends of a line of text over bright anatomy are the part a detector sees least);
-    a line already followed to its ends (engine ``rapidocr-line``) by a quarter."""
-    x0, y0, x1, y1 = region.box
-    bx = max(by, (y1 - y0) // (4 if region.engine == "rapidocr-line" else 2))
+def _grow(box: Box, by: int, shape: tuple[int, ...]) -> Box:
+    """``box`` grown by ``by`` pixels, and along the line by half its height (the ends of a
+    line of text over bright anatomy are the part a detector sees least)."""
+    x0, y0, x1, y1 = box
+    bx = max(by, (y1 - y0) // 2)
     return (max(0, x0 - bx), max(0, y0 - by), min(shape[1], x1 + bx), min(shape[0], y1 + by))
 
 
@@ -264,7 +263,7 @@ def clean_pixel_text(
     boxes: list[Box] = []
     left = to_blank
     for _ in range(ROUNDS):
-        boxes = merge_boxes(boxes + [_grow(r, settings.dilate, shape) for r in left])
+        boxes = merge_boxes(boxes + [_grow(r.box, settings.dilate, shape) for r in left])
         for i in range(cleaned.shape[0]):
             fill = renderer.background(pixels[i])
             for x0, y0, x1, y1 in boxes:
