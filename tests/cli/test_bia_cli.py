@@ -138,3 +138,34 @@ def test_deposit_needs_the_secret_ftp_url(
         run("deposit", "bia", "bia", str(tmp_path), "--config", str(cfg))
     with pytest.raises(ConfigError, match="not bia"):
         run("deposit", "bia", "local", str(tmp_path), "--config", str(cfg))
+
+
+def test_download_verify_limit_from_the_config_refuses_larger_files(
+    demo_microscopy_stage: DemoStage,
+    tmp_path: Path,
+    ftp_server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ftp = ftp_server()
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    out = tmp_path / "results" / "bia" / "bia"
+    cfg = write_config(demo_microscopy_stage, tmp_path / "c.yaml", download_verify_limit=100)
+    run(
+        "stage", "bia", "bia", str(out),
+        "--staged", str(demo_microscopy_stage.staged),
+        "--manifest", str(demo_microscopy_stage.items_dir),
+        "--study-metadata", str(study),
+        "--config", str(cfg),
+    )  # fmt: skip
+    monkeypatch.setenv("TEST_BIA_FTP_URL", ftp.extra["url"])
+    capsys.readouterr()
+    argv = ("deposit", "bia", "bia", str(out), "--config", str(cfg), "--dry-run")
+    assert run(*argv) == 1
+    printed = capsys.readouterr().out
+    assert "micro-cells: failed" in printed and "raise download_verify_limit" in printed.lower()
+    assert not any(ftp.extra["user_dir"].iterdir())
+    # The option overrides the config: with a cap above every file, everything is verified.
+    assert run(*argv, "--download-verify-limit", str(1 << 30)) == 0
+    assert "micro-cells: verified" in capsys.readouterr().out

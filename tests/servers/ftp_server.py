@@ -8,8 +8,9 @@ Run as a process::
 It prints ``READY <port>`` on stdout once listening and serves until terminated. With
 ``--drop-after``, the data connection of the first upload of up to N distinct files is closed
 abruptly after that many bytes (the partial file stays, as on a real server), so a client must
-resume it. The journal records the commands that matter for resuming (``STOR``, ``APPE``,
-``REST``, ``SIZE``), dropped transfers (``DROP``) and completed uploads (``RECEIVED``).
+resume it. The journal records the commands that matter for resuming and verifying (``STOR``,
+``APPE``, ``REST``, ``SIZE``, ``RETR``), dropped transfers (``DROP``) and completed uploads
+(``RECEIVED``).
 """
 
 from __future__ import annotations
@@ -63,11 +64,15 @@ class DroppingDTPHandler(DTPHandler):
 
 
 class JournalingHandler(FTPHandler):
-    """Records the commands a resuming client uses."""
+    """Records the commands a resuming, verifying client uses."""
 
     def ftp_STOR(self, file: str, mode: str = "w") -> str | None:
         journal(f"{'APPE' if 'a' in mode else 'STOR'} {file} rest={self._restart_position}")
         return super().ftp_STOR(file, mode)
+
+    def ftp_RETR(self, file: str) -> None:
+        journal(f"RETR {file}")
+        super().ftp_RETR(file)
 
     def ftp_REST(self, line: str) -> None:
         journal(f"REST {line}")

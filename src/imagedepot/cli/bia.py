@@ -2,7 +2,8 @@
 
 ``stage bia`` is local (default run): PageTab + File List + checksums, validated, in a BagIt bag with an
 RO-Crate. ``deposit bia`` talks to the network (a separate target): FTP upload to the secret directory,
-size check, BioStudies submission (or stop there with ``--dry-run``).
+content check (every remote file read back and compared by SHA-256; files over
+``download_verify_limit`` bytes refused), BioStudies submission (or stop there with ``--dry-run``).
 
 Secrets never go on the command line: the FTP URL comes from the environment variable named by the
 destination's ``ftp_url_env`` (or its ``ftp_url``), API credentials from ``<credentials_env>_USER`` /
@@ -66,8 +67,10 @@ def register_deposit(dsub: argparse._SubParsersAction) -> None:
         help="upload BioImage Archive packages by FTP and submit them (network)",
         description=(
             "Check each package's bag (a file changed after staging is refused) and its policy, "
-            "upload its files to the secret FTP directory (parallel streams, resuming partial files, "
-            "sizes checked), then log in to the BioStudies submission API and submit the PageTab. "
+            "upload its files to the secret FTP directory (parallel streams, resuming partial files), "
+            "verify every remote file's content by reading it back and comparing its SHA-256 with "
+            "the package's (a copy that differs is replaced; a file over download_verify_limit bytes "
+            "is refused, not trusted on its size), then log in to the BioStudies submission API and submit the PageTab. "
             "With --state-db, datasets already submitted with the same content are skipped and every "
             "step is recorded; a failed dataset is retried by the next run."
         ),
@@ -88,6 +91,13 @@ def register_deposit(dsub: argparse._SubParsersAction) -> None:
     d.add_argument("--report", metavar="JSON", help="write the deposit report here")
     d.add_argument("--parallel-streams", type=int, help="FTP streams (default: from the config)")
     d.add_argument("--retries", type=int, help="attempts per request (default: from the config)")
+    d.add_argument(
+        "--download-verify-limit",
+        type=int,
+        metavar="BYTES",
+        help="largest file read back to verify its content; larger files fail the dataset "
+        "(default: the destination's download_verify_limit, 1 GiB)",
+    )
     add_config_options(d)
     d.set_defaults(func=run_deposit)
 
@@ -137,6 +147,7 @@ def run_stage(args: argparse.Namespace) -> int:
 def run_deposit(args: argparse.Namespace) -> int:
     """Deposit one bia destination; exit 1 when any dataset failed."""
     from imagedepot.deposit.bia import credentials_from_env, deposit_bia
+    from imagedepot.deposit.verify import DOWNLOAD_VERIFY_LIMIT
     from imagedepot.io import write_json
     from imagedepot.state import DB_ENV, StateDB, lock_path_for, run_lock
 
@@ -162,6 +173,8 @@ def run_deposit(args: argparse.Namespace) -> int:
         "credentials": credentials_from_env(dest.get("credentials_env"), api_url),
         "parallel_streams": args.parallel_streams or int(dest.get("parallel_streams", 2)),
         "retries": args.retries or int(dest.get("retries", 5)),
+        "download_verify_limit": args.download_verify_limit
+        or int(dest.get("download_verify_limit", DOWNLOAD_VERIFY_LIMIT)),
         "dry_run": dry_run,
         "destination": args.destination,
         "policies": load_policies(config),

@@ -149,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
 def _deposit_direct(args: argparse.Namespace, config: dict[str, Any], db: str) -> int:
     """Deposit every bia destination's staged packages (the lock is already held)."""
     from imagedepot.deposit.bia import credentials_from_env, deposit_bia, find_packages
+    from imagedepot.deposit.verify import DOWNLOAD_VERIFY_LIMIT
     from imagedepot.state import StateDB
 
     failed = 0
@@ -173,6 +174,7 @@ def _deposit_direct(args: argparse.Namespace, config: dict[str, Any], db: str) -
                 credentials=credentials_from_env(dest.get("credentials_env"), dest.get("url")),
                 parallel_streams=int(dest.get("parallel_streams", 2)),
                 retries=int(dest.get("retries", 5)),
+                download_verify_limit=int(dest.get("download_verify_limit", DOWNLOAD_VERIFY_LIMIT)),
                 dry_run=bool(args.dry_run or dest.get("dry_run", False)),
                 state=state,
                 destination=name,

@@ -56,7 +56,8 @@ def register_deposit(sub: argparse._SubParsersAction) -> None:
             "Create the subjects and sessions of the plan in an existing XNAT project, send DICOM "
             "through the import service (archive or prearchive + archive request, as the project "
             "is set up), upload the other files as resources, and verify sizes and checksums "
-            "against the plan. Re-runs transfer only what is missing or different. Credentials: "
+            "against the plan (XNAT's MD5 digests; where it lists none, files are downloaded and "
+            "hashed, and a file over download_verify_limit bytes fails the deposit). Re-runs transfer only what is missing or different. Credentials: "
             "<PREFIX>_USER/<PREFIX>_PASSWORD (see --credentials-env) or ~/.netrc."
         ),
     )
@@ -81,6 +82,13 @@ def register_deposit(sub: argparse._SubParsersAction) -> None:
         choices=("checksum", "count"),
         default="checksum",
         help="count: only sizes and counts for DICOM (sites whose anonymisation rewrites files)",
+    )
+    d.add_argument(
+        "--download-verify-limit",
+        type=int,
+        metavar="BYTES",
+        help="when XNAT lists no digest: largest file downloaded and hashed; larger files fail "
+        "the deposit (default: the destination's download_verify_limit, 1 GiB)",
     )
     d.add_argument(
         "--dry-run",
@@ -154,6 +162,7 @@ class _Progress:
 
 def run_deposit(args: argparse.Namespace) -> int:
     """Deposit and print a summary; exit 0 when everything is verified (or in a dry run)."""
+    from imagedepot.deposit.verify import DOWNLOAD_VERIFY_LIMIT
     from imagedepot.deposit.xnat import build_plan, deposit_xnat, load_plan
 
     dest = _destination(args)
@@ -182,6 +191,8 @@ def run_deposit(args: argparse.Namespace) -> int:
         receipt=args.receipt,
         timeout=args.timeout,
         dicom_verify=args.dicom_verify,
+        download_verify_limit=args.download_verify_limit
+        or int(dest.get("download_verify_limit", DOWNLOAD_VERIFY_LIMIT)),
         progress=_Progress(),
     )
     if report.dry_run:

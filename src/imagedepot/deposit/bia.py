@@ -56,10 +56,13 @@ The bag makes the package immutable: :func:`verify_bag` re-hashes every file, an
 checksums and the PageTab) identifies what was deposited in the state database.
 
 :func:`deposit_bia` (network, a separate target) uploads ``data/upload/`` to the secret FTP directory
-(parallel streams; an interrupted file resumes with ``REST``; every size is checked with ``SIZE`` after
-``TYPE I``), then logs in to the BioStudies submission API (``POST /auth/login`` -> session token, sent
-as ``X-Session-Token``) and submits the PageTab JSON (``POST /submissions``), reporting the accession.
-``dry_run`` stops after the verified upload. Only packages whose policy allows a public archive get
+(parallel streams; an interrupted file resumes with ``REST``), verifies every file's content by reading
+it back (``RETR``) and comparing its SHA-256 with the bag manifest's (neither the FTP area nor the
+BioStudies user-file listing offers a checksum), replaces any remote copy that differs, and re-checks
+every size with ``SIZE`` after ``TYPE I``. A file above ``download_verify_limit`` bytes is refused
+rather than trusted on its size. It then logs in to the BioStudies submission API (``POST
+/auth/login`` -> session token, sent as ``X-Session-Token``) and submits the PageTab JSON (``POST
+/submissions``), reporting the accession. ``dry_run`` stops after the verified upload. Only packages whose policy allows a public archive get
 this far: the policy is checked when staging and again before any upload.
 """
 
@@ -87,6 +90,7 @@ from typing import Any
 
 from imagedepot import __version__
 from imagedepot.deposit.retry import RetryPolicy, is_transient, retry_call
+from imagedepot.deposit.verify import DOWNLOAD_VERIFY_LIMIT, HashSink, over_limit_message
 from imagedepot.errors import ConfigError, ImagedepotError, PolicyError
 from imagedepot.io import atomic_path, file_record, iter_files, read_json, sha256_file, write_text
 from imagedepot.provenance import data_time, now, tool_versions
@@ -1500,14 +1504,28 @@ class FtpTarget:
 # FTP upload
 
 
+@dataclass(frozen=True)
+class UploadFile:
+    """One file to upload: the local path, its path in the upload area, size and SHA-256 (from
+    the package's bag manifest, checked by :func:`verify_bag`)."""
+
+    local: Path
+    remote: str
+    size: int
+    sha256: str
+
+
 @dataclass
 class UploadResult:
-    """One file's upload: ``sent`` bytes this run (0 when it was already complete)."""
+    """One file's upload: ``sent`` bytes this run (0 when the remote copy was already right),
+    ``replaced`` when a remote copy (or the part a resume kept) held other bytes. Every result is
+    content-verified: the remote copy was read back and its SHA-256 equals the package's."""
 
     path: str
     size: int
     sent: int = 0
     resumed_from: int = 0
+    replaced: bool = False
 
 
 class _FtpSession:
@@ -1561,41 +1579,76 @@ class _FtpSession:
                     raise
             self.dirs.add(d)
 
-    def upload(self, local: Path, remote: str, size: int, blocksize: int) -> UploadResult:
-        """Upload one file, resuming a partial copy; check the size afterwards."""
-        res = UploadResult(remote, size)
-        have = self.size(remote)
-        if have == size:
-            return res
-        if "/" in remote:
-            self.makedirs(remote.rsplit("/", 1)[0])
+    def sha256(self, path: str, blocksize: int) -> str:
+        """SHA-256 of a remote file, read back with ``RETR`` in ``TYPE I`` (memory flat)."""
         ftp = self.connect()
-        rest = have if have is not None and 0 < have < size else 0
-        with open(local, "rb") as fh:
+        ftp.voidcmd("TYPE I")
+        sink = HashSink()
+        ftp.retrbinary(f"RETR {path}", sink.write, blocksize)
+        return sink.sha256.hexdigest()
+
+    def _send(self, f: UploadFile, rest: int, blocksize: int) -> None:
+        ftp = self.connect()
+        with open(f.local, "rb") as fh:
             if rest:
                 fh.seek(rest)
-                res.resumed_from = rest
-                log.info("resuming %s at byte %d of %d", remote, rest, size)
+                log.info("resuming %s at byte %d of %d", f.remote, rest, f.size)
                 try:
-                    ftp.storbinary(f"STOR {remote}", fh, blocksize, rest=rest)
+                    ftp.storbinary(f"STOR {f.remote}", fh, blocksize, rest=rest)
                 except ftplib.error_perm as exc:
                     # REST refused (5xx): append instead.
-                    log.debug("REST refused for %s (%s); using APPE", remote, exc)
+                    log.debug("REST refused for %s (%s); using APPE", f.remote, exc)
                     fh.seek(rest)
-                    ftp.storbinary(f"APPE {remote}", fh, blocksize)
+                    ftp.storbinary(f"APPE {f.remote}", fh, blocksize)
             else:
-                ftp.storbinary(f"STOR {remote}", fh, blocksize)
-        res.sent = size - rest
-        after = self.size(remote)
-        if after != size:
+                ftp.storbinary(f"STOR {f.remote}", fh, blocksize)
+        after = self.size(f.remote)
+        if after != f.size:
             raise ftplib.error_temp(  # noqa: S321 - an FTP reply class, no connection
-                f"451 size of {remote} after upload is {after}, expected {size}"
+                f"451 size of {f.remote} after upload is {after}, expected {f.size}"
             )
-        return res
+
+    def upload(self, f: UploadFile, blocksize: int) -> UploadResult:
+        """Bring one remote file to the package's bytes and verify it by SHA-256.
+
+        A remote copy of the right size is read back and kept only if its SHA-256 matches; else it
+        is replaced. A shorter one is resumed, and if the kept part was not ours the whole file is
+        sent again. After sending, the size and then the SHA-256 of the remote copy must match.
+        """
+        res = UploadResult(f.remote, f.size)
+        have = self.size(f.remote)
+        if have == f.size:
+            if self.sha256(f.remote, blocksize) == f.sha256:
+                return res
+            log.warning(
+                "%s: the remote copy has the right size but other content; replacing it", f.remote
+            )
+            res.replaced = True
+            have = None
+        if "/" in f.remote:
+            self.makedirs(f.remote.rsplit("/", 1)[0])
+        rest = have if have is not None and 0 < have < f.size else 0
+        res.resumed_from = rest
+        self._send(f, rest, blocksize)
+        res.sent += f.size - rest
+        if self.sha256(f.remote, blocksize) == f.sha256:
+            return res
+        if rest:
+            log.warning(
+                "%s: the part kept by the resume held other bytes; sending the whole file", f.remote
+            )
+            res.replaced = True
+            self._send(f, 0, blocksize)
+            res.sent += f.size
+            if self.sha256(f.remote, blocksize) == f.sha256:
+                return res
+        raise ftplib.error_temp(  # noqa: S321 - an FTP reply class, no connection
+            f"451 content of {f.remote} after upload differs from the package (SHA-256)"
+        )
 
 
 def upload_files(
-    files: Sequence[tuple[Path, str, int]],
+    files: Sequence[UploadFile],
     target: FtpTarget,
     *,
     streams: int = 2,
@@ -1603,13 +1656,24 @@ def upload_files(
     backoff: float = 1.0,
     timeout: float = 60.0,
     blocksize: int = 1 << 16,
+    download_verify_limit: int = DOWNLOAD_VERIFY_LIMIT,
 ) -> list[UploadResult]:
-    """Upload ``(local, remote, size)`` files over ``streams`` parallel FTP connections.
+    """Upload files over ``streams`` parallel FTP connections and verify each one's content.
 
-    A file whose remote copy already has the right size is skipped; a shorter one resumes (``REST``,
-    or ``APPE`` where REST is refused); each size is read back with ``SIZE`` (in ``TYPE I``) and must
-    match. A dropped connection is re-opened and the file retried, ``retries`` attempts per file.
+    The upload area lists no checksums (neither FTP nor the BioStudies user-file listing, which
+    gives name, path, size and type), so every remote copy is read back (``RETR``) and its SHA-256
+    compared with the package's: a copy with the right size is kept only if it matches, else it is
+    replaced; a shorter one resumes (``REST``, or ``APPE`` where REST is refused) and is sent whole
+    if the kept part differs. A file above ``download_verify_limit`` bytes is refused before
+    anything is sent (its content would not be verified). A dropped connection is re-opened and the
+    file retried, ``retries`` attempts per file.
     """
+    over = sorted(f.remote for f in files if f.size > download_verify_limit)
+    if over:
+        raise DepositError(
+            over_limit_message(over, download_verify_limit, "download_verify_limit")
+            + "; nothing was uploaded"
+        )
     policy = RetryPolicy(attempts=retries, base_delay=backoff)
     results: list[UploadResult] = []
     errors: list[str] = []
@@ -1623,20 +1687,18 @@ def upload_files(
                 with lock:
                     if not queue or errors:
                         return
-                    local, remote, size = queue.pop()
+                    f = queue.pop()
                 try:
                     r = retry_call(
-                        lambda local=local, remote=remote, size=size: session.upload(  # type: ignore[misc]
-                            local, remote, size, blocksize
-                        ),
+                        lambda f=f: session.upload(f, blocksize),  # type: ignore[misc]
                         policy=policy,
-                        what=f"upload of {remote}",
+                        what=f"upload of {f.remote}",
                         retry_if=ftp_transient,
                         on_retry=lambda *_: session.drop(),
                     )
                 except (ImagedepotError, OSError, EOFError, ftplib.Error) as exc:
                     with lock:
-                        errors.append(f"{remote}: {type(exc).__name__}: {exc}")
+                        errors.append(f"{f.remote}: {type(exc).__name__}: {exc}")
                     return
                 with lock:
                     results.append(r)
@@ -1649,34 +1711,38 @@ def upload_files(
 
     n = max(1, min(streams, len(files) or 1))
     with ThreadPoolExecutor(max_workers=n, thread_name_prefix="ftp") as pool:
-        for f in [pool.submit(worker) for _ in range(n)]:
-            f.result()
+        for fut in [pool.submit(worker) for _ in range(n)]:
+            fut.result()
     if errors:
         raise DepositError(f"upload to {target} failed: " + "; ".join(errors[:5]))
     return sorted(results, key=lambda r: r.path)
 
 
 def verify_remote_sizes(
-    files: Sequence[tuple[Path, str, int]],
+    files: Sequence[UploadFile],
     target: FtpTarget,
     *,
     retries: int = 5,
     backoff: float = 1.0,
 ) -> list[str]:
-    """Read every size back with ``SIZE`` over one connection; return the mismatches."""
+    """Read every size back with ``SIZE`` over one connection; return the mismatches.
+
+    The final presence check after :func:`upload_files` (which verified each file's content):
+    it finds a file removed or truncated on the server since.
+    """
     session = _FtpSession(target, 60.0)
     bad: list[str] = []
     try:
-        for _, remote, size in files:
+        for f in files:
             have = retry_call(
-                lambda remote=remote: session.size(remote),  # type: ignore[misc]
+                lambda remote=f.remote: session.size(remote),  # type: ignore[misc]
                 policy=RetryPolicy(attempts=retries, base_delay=backoff),
-                what=f"SIZE {remote}",
+                what=f"SIZE {f.remote}",
                 retry_if=ftp_transient,
                 on_retry=lambda *_: session.drop(),
             )
-            if have != size:
-                bad.append(f"{remote}: {have} bytes on the server, {size} expected")
+            if have != f.size:
+                bad.append(f"{f.remote}: {have} bytes on the server, {f.size} expected")
     finally:
         session.drop()
     return bad
@@ -1847,6 +1913,19 @@ def _check_policy(
             )
 
 
+def _upload_files_of(pkg_dir: Path, upload_root: str) -> list[UploadFile]:
+    """The files of a package's upload folder with their SHA-256 from the bag manifest."""
+    root = pkg_dir / "data" / upload_root
+    digests = _read_manifest(pkg_dir / "manifest-sha256.txt")
+    files = []
+    for p in iter_files(root):
+        digest = digests.get(str(p.relative_to(pkg_dir)))
+        if digest is None:
+            raise BagError(pkg_dir, [f"{p.relative_to(pkg_dir)}: not in the manifest"])
+        files.append(UploadFile(p, str(p.relative_to(root)), p.stat().st_size, digest))
+    return files
+
+
 def deposit_bia(
     staged: str | Path,
     *,
@@ -1860,8 +1939,9 @@ def deposit_bia(
     policies: Mapping[str, Any] | None = None,
     retries: int = 5,
     backoff: float = 1.0,
+    download_verify_limit: int = DOWNLOAD_VERIFY_LIMIT,
 ) -> DepositReport:
-    """Deposit staged BioImage Archive packages: FTP upload, size check, then PageTab submission.
+    """Deposit staged BioImage Archive packages: FTP upload, content check, then PageTab submission.
 
     Parameters
     ----------
@@ -1884,6 +1964,9 @@ def deposit_bia(
     policies
         Loaded policies: re-checked before any upload (the package records the policy it was staged
         under; a changed or stricter policy stops the deposit).
+    download_verify_limit
+        Largest file (bytes) that is read back from the upload area to verify its content
+        (:func:`upload_files`); a dataset with a larger file fails before anything is sent.
 
     Each dataset is independent: one failing is recorded and the others go on. Check
     :attr:`DepositReport.failed`.
@@ -1916,17 +1999,20 @@ def deposit_bia(
             if chash != pkg["content_hash"]:
                 raise BagError(pkg_dir, ["content hash differs from package.json"])
             _check_policy(pkg, dest, policies)
-            upload_root = pkg_dir / "data" / pkg["upload_root"]
-            files = [
-                (p, str(p.relative_to(upload_root)), p.stat().st_size)
-                for p in iter_files(upload_root)
-            ]
+            files = _upload_files_of(pkg_dir, pkg["upload_root"])
             log.info("%s/%s: uploading %d file(s) to %s", dest, dataset, len(files), target)
             results = upload_files(
-                files, target, streams=parallel_streams, retries=retries, backoff=backoff
+                files,
+                target,
+                streams=parallel_streams,
+                retries=retries,
+                backoff=backoff,
+                download_verify_limit=download_verify_limit,
             )
             entry["sent_bytes"] = sum(r.sent for r in results)
             entry["resumed"] = [r.path for r in results if r.resumed_from]
+            entry["replaced"] = [r.path for r in results if r.replaced]
+            entry["verified_by_sha256"] = len(results)
             if state is not None:
                 state.set_state(dest, dataset, "uploaded")
             bad = verify_remote_sizes(files, target, retries=retries, backoff=backoff)

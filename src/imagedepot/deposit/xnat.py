@@ -34,9 +34,11 @@ Two steps, matching the workflow's split between local staging and network depos
 
 Verification compares what XNAT lists (``ResultSet.Result`` of the ``files`` listing: ``URI``,
 ``Size``, ``digest``) with the plan: every planned file present with the planned size and MD5
-digest. DICOM files are renamed by XNAT on import, so they are matched by digest (by size when
-the server reports no digest). Without digests, files up to ``download_verify_limit`` bytes are
-downloaded and hashed; larger ones are checked by size only and counted as such in the report.
+digest. DICOM files are renamed by XNAT on import, so they are matched by content: MD5 digest and
+size. When the server lists no digest, the files are downloaded (streamed, up to
+``download_verify_limit`` bytes each) and hashed; a larger file is not accepted on its size: the
+deposit fails naming it and the setting to raise (:mod:`imagedepot.deposit.verify`). Only
+``dicom_verify="count"``, chosen explicitly, checks DICOM by size and count alone.
 A site or project DICOM anonymisation script rewrites headers and so changes checksums: such a
 deposit fails naming the scan (disable the script for this project, the data is already
 de-identified, or pass ``dicom_verify="count"``).
@@ -86,6 +88,7 @@ from imagedepot.deposit.retry import (
     is_transient,
     retry_call,
 )
+from imagedepot.deposit.verify import DOWNLOAD_VERIFY_LIMIT, HashSink, over_limit_message
 from imagedepot.errors import ConfigError, ImagedepotError, OutputExistsError
 from imagedepot.io import CHUNK, read_json, write_json
 from imagedepot.provenance import now, tool_versions
@@ -702,11 +705,14 @@ class XnatClient:
         body: Callable[[], Any] | None = None,
         headers: Mapping[str, str] | None = None,
         retry: bool = True,
+        sink: Callable[[], Any] | None = None,
     ) -> Any:
         """One REST call with retries; returns the ``requests`` response.
 
         ``body`` is a callable returning the request body afresh for every attempt (e.g. a file
-        opened at offset 0). With ``retry=False`` a transient failure is raised as is.
+        opened at offset 0). With ``sink`` (a ``GET``), the body is streamed into a fresh object
+        from ``sink()`` on every attempt (anything with ``write``), which is returned instead.
+        With ``retry=False`` a transient failure is raised as is.
         """
         label = what or f"{method} {path}"
         accepted_set = list(accepted)
@@ -727,6 +733,10 @@ class XnatClient:
                 }
                 if headers:
                     kwargs["headers"] = dict(headers)
+                if method == "GET" and sink is not None:
+                    out = sink()
+                    session.download_stream(path, out, timeout=self.timeout)
+                    return out
                 if method == "GET":
                     return session.get(path, **kwargs)
                 if method == "PUT":
@@ -947,7 +957,7 @@ class _Depositor:
         self.receipt = receipt
         self.archive_dest = "/prearchive"
         self.project_path = f"/data/projects/{_q(project)}"
-        self._downloaded: dict[tuple[str, int], str] = {}
+        self._downloaded: dict[tuple[str, int], tuple[str, str]] = {}
         self._lock = threading.Lock()
 
     # helpers -------------------------------------------------------------------------------
@@ -1049,13 +1059,25 @@ class _Depositor:
         return scans
 
     # comparison ----------------------------------------------------------------------------
-    def _download_sha256(self, sf: _ServerFile) -> str:
+    def _download_hashes(self, sf: _ServerFile) -> tuple[str, str]:
+        """(MD5, SHA-256) of a server file, downloaded in a stream (memory flat in its size)."""
         key = (sf.uri, sf.size if sf.size is not None else -1)
         if key not in self._downloaded:
             path = urlsplit(sf.uri).path
-            response = self.client.call("GET", path, accepted=(200,), what=f"download {path}")
-            self._downloaded[key] = hashlib.sha256(response.content).hexdigest()
+            got = self.client.call("GET", path, sink=HashSink, what=f"download {path}")
+            self._downloaded[key] = (got.md5.hexdigest(), got.sha256.hexdigest())
         return self._downloaded[key]
+
+    def _over_limit(self, sf: _ServerFile) -> bool:
+        return sf.size is not None and sf.size > self.download_limit
+
+    def _refuse_over_limit(self, diff: _Diff, paths: list[str]) -> None:
+        if paths:
+            diff.problems.append(
+                over_limit_message(
+                    paths, self.download_limit, "download_verify_limit (--download-verify-limit)"
+                )
+            )
 
     def _compare(
         self, res: Mapping[str, Any], server: list[_ServerFile] | None, *, count: bool = False
@@ -1066,18 +1088,31 @@ class _Depositor:
             diff.send = list(res["files"])
             return diff
         if res.get("import"):
-            # DICOM: XNAT renames files on import, so match by content (digest and size).
-            strict = not count and all(sf.digest for sf in server)
-            pool: Counter[tuple[str | None, int | None]] = Counter(
-                (sf.digest if strict else None, sf.size) for sf in server
-            )
-            for f in res["files"]:
-                key = (f["md5"] if strict else None, f["size"])
-                if pool[key] > 0:
-                    pool[key] -= 1
-                    diff.tally["digest" if strict else "size"] += 1
+            # DICOM: XNAT renames files on import, so match by content (MD5 and size). A file the
+            # server lists without a digest is downloaded and hashed ("count": sizes only).
+            pool: Counter[tuple[str | None, int | None, str]] = Counter()
+            too_big = []
+            for listed in server:
+                if count:
+                    pool[(None, listed.size, "size")] += 1
+                elif listed.digest is not None:
+                    pool[(listed.digest, listed.size, "digest")] += 1
+                elif self._over_limit(listed):
+                    too_big.append(listed.path)
                 else:
+                    pool[(self._download_hashes(listed)[0], listed.size, "download")] += 1
+            self._refuse_over_limit(diff, too_big)
+            for f in res["files"]:
+                md5 = None if count else f["md5"]
+                how = next(
+                    (h for h in ("digest", "download", "size") if pool[(md5, f["size"], h)] > 0),
+                    None,
+                )
+                if how is None:
                     diff.send.append(f)
+                    continue
+                pool[(md5, f["size"], how)] -= 1
+                diff.tally[how] += 1
             extra = sum(pool.values())
             if extra:
                 hint = (
@@ -1091,6 +1126,7 @@ class _Depositor:
                 )
             return diff
         by_path = {sf.path: sf for sf in server}
+        too_big = []
         for f in res["files"]:
             sf = by_path.get(f["name"])
             if sf is None or (sf.size is not None and sf.size != f["size"]):
@@ -1100,14 +1136,14 @@ class _Depositor:
                     diff.tally["digest"] += 1
                 else:
                     diff.send.append(f)
-            elif f["size"] <= self.download_limit:
-                if self._download_sha256(sf) == f["sha256"]:
-                    diff.tally["download"] += 1
-                else:
-                    self._downloaded.pop((sf.uri, sf.size if sf.size is not None else -1), None)
-                    diff.send.append(f)
+            elif self._over_limit(sf):
+                too_big.append(sf.path)
+            elif self._download_hashes(sf)[1] == f["sha256"]:
+                diff.tally["download"] += 1
             else:
-                diff.tally["size"] += 1
+                self._downloaded.pop((sf.uri, sf.size if sf.size is not None else -1), None)
+                diff.send.append(f)
+        self._refuse_over_limit(diff, too_big)
         extra_names = sorted(set(by_path) - {f["name"] for f in res["files"]})
         if extra_names:
             diff.problems.append(
@@ -1599,7 +1635,7 @@ def deposit_xnat(
     timeout: float = 120.0,
     backoff: RetryPolicy | None = None,
     dicom_verify: str = "checksum",
-    download_verify_limit: int = 4 << 20,
+    download_verify_limit: int = DOWNLOAD_VERIFY_LIMIT,
     prearchive_wait: float = 300.0,
     verify_tls: bool = True,
     progress: Callable[[dict[str, Any]], None] | None = None,
@@ -1636,7 +1672,8 @@ def deposit_xnat(
     dicom_verify
         ``checksum`` (default) or ``count`` (sizes and counts only, for servers that rewrite DICOM).
     download_verify_limit
-        When XNAT lists no digest, files up to this many bytes are downloaded and hashed.
+        When XNAT lists no digest, files up to this many bytes are downloaded (streamed) and
+        hashed; a larger file without a digest fails the deposit rather than pass on its size.
     prearchive_wait
         Seconds to wait for a prearchive entry to become READY.
     progress

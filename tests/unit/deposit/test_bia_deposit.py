@@ -221,3 +221,123 @@ def test_ftp_url_is_parsed_and_never_printed() -> None:
     assert "secret/dir" not in str(t) and "pw@x" not in str(t)
     assert "secret/dir" not in repr(t) and "pw@x" not in repr(t)
     assert json.dumps(str(t)) == '"ftp://ftp.example.org:2121/<secret directory>"'
+
+
+# --------------------------------------------------------------------------------------------
+# Content verification: the upload area lists no checksum, so remote copies are read back
+
+
+def _upload_dir(package: Path) -> Path:
+    return package / "micro-cells" / "data" / "upload"
+
+
+def _biggest(package: Path) -> tuple[Path, str]:
+    local = _upload_dir(package)
+    f = max((p for p in local.rglob("*") if p.is_file()), key=lambda p: (p.stat().st_size, p))
+    return f, str(f.relative_to(local))
+
+
+def _verify_only(package: Path, ftp, **kw):
+    """Upload and verify (dry run), no API: the FTP side only."""
+    return deposit_bia(
+        package,
+        ftp_url=ftp.extra["url"],
+        api_url="http://127.0.0.1:9",
+        credentials=CREDS,
+        dry_run=True,
+        backoff=0.05,
+        **kw,
+    )
+
+
+def _journal_since(ftp, mark: int) -> list[str]:
+    return ftp.extra["journal"].read_text().splitlines()[mark:]
+
+
+def _journal_len(ftp) -> int:
+    j = ftp.extra["journal"]
+    return len(j.read_text().splitlines()) if j.exists() else 0
+
+
+def test_remote_file_with_right_size_and_wrong_bytes_is_replaced(
+    bia_package: Path, ftp_server
+) -> None:
+    ftp = ftp_server()
+    assert [d["state"] for d in _verify_only(bia_package, ftp).datasets] == ["verified"]
+    local, rel = _biggest(bia_package)
+    remote = ftp.extra["user_dir"] / rel
+    data = bytearray(remote.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    remote.write_bytes(bytes(data))
+    assert remote.stat().st_size == local.stat().st_size
+
+    mark = _journal_len(ftp)
+    (entry,) = _verify_only(bia_package, ftp).datasets
+    assert entry["state"] == "verified", entry
+    _same_tree(_upload_dir(bia_package), ftp.extra["user_dir"])
+    assert entry["replaced"] == [rel] and entry["sent_bytes"] == local.stat().st_size
+    stored = [line for line in _journal_since(ftp, mark) if line.startswith(("STOR", "APPE"))]
+    assert len(stored) == 1 and stored[0].split()[1].endswith(rel), stored
+
+
+def test_correct_remote_files_are_read_back_and_not_sent_again(
+    bia_package: Path, ftp_server
+) -> None:
+    ftp = ftp_server()
+    (first,) = _verify_only(bia_package, ftp).datasets
+    assert first["state"] == "verified" and first["sent_bytes"] == first["bytes"]
+    assert first["verified_by_sha256"] == first["files"] and first["replaced"] == []
+
+    mark = _journal_len(ftp)
+    (second,) = _verify_only(bia_package, ftp).datasets
+    assert second["state"] == "verified"
+    assert (second["sent_bytes"], second["replaced"], second["resumed"]) == (0, [], [])
+    assert second["verified_by_sha256"] == second["files"]
+    lines = _journal_since(ftp, mark)
+    assert not [line for line in lines if line.startswith(("STOR", "APPE", "RECEIVED"))]
+    assert sum(line.startswith("RETR ") for line in lines) == second["files"]
+
+
+def test_resume_over_a_partial_file_with_other_bytes_sends_the_whole_file(
+    bia_package: Path, ftp_server
+) -> None:
+    ftp = ftp_server()
+    local, rel = _biggest(bia_package)
+    half = local.read_bytes()[: local.stat().st_size // 2]
+    remote = ftp.extra["user_dir"] / rel
+    remote.parent.mkdir(parents=True)
+    remote.write_bytes(bytes(b ^ 0x5A for b in half))  # a shorter copy that is not ours
+
+    (entry,) = _verify_only(bia_package, ftp).datasets
+    assert entry["state"] == "verified", entry
+    assert entry["resumed"] == [rel] and entry["replaced"] == [rel]
+    _same_tree(_upload_dir(bia_package), ftp.extra["user_dir"])
+
+
+def test_file_over_the_verification_cap_is_refused_not_trusted_on_its_size(
+    bia_package: Path, ftp_server, tmp_path: Path
+) -> None:
+    ftp = ftp_server()
+    _verify_only(bia_package, ftp)
+    local, rel = _biggest(bia_package)
+    remote = ftp.extra["user_dir"] / rel
+    wrong = bytes(b ^ 0xFF for b in local.read_bytes())  # same size, other bytes
+    remote.write_bytes(wrong)
+    cap = local.stat().st_size - 1
+
+    mark = _journal_len(ftp)
+    with StateDB(tmp_path / "state.sqlite") as db:
+        (entry,) = _verify_only(bia_package, ftp, state=db, download_verify_limit=cap).datasets
+        assert entry["state"] == "failed"
+        assert "download_verify_limit" in entry["reason"] and rel in entry["reason"]
+        assert "nothing was uploaded" in entry["reason"]
+        assert db.get("bia", "micro-cells").state == "failed"  # type: ignore[union-attr]
+        assert _journal_since(ftp, mark) == [], "refused before connecting"
+        assert remote.read_bytes() == wrong
+
+        # With the cap raised above the file, it is read back, found different and replaced.
+        cap = local.stat().st_size
+        (entry,) = _verify_only(bia_package, ftp, state=db, download_verify_limit=cap).datasets
+        assert entry["state"] == "verified" and entry["replaced"] == [rel]
+        assert db.get("bia", "micro-cells").state == "verified"  # type: ignore[union-attr]
+    _same_tree(_upload_dir(bia_package), ftp.extra["user_dir"])

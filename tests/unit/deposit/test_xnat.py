@@ -589,17 +589,115 @@ def test_missing_project_and_refused_login_are_clear(xnat_server_factory, plan_f
     assert "wrong-pw" not in str(err.value)
 
 
-def test_without_digests_small_files_are_downloaded_and_hashed(
+def test_without_digests_every_file_is_downloaded_and_hashed_and_a_rerun_sends_nothing(
     xnat_server_factory, plan_file: Path
 ) -> None:
     target = xnat_server_factory("--no-digest")
     plan = load_plan(plan_file)
     report = deposit(target, plan_file)
     assert report.status == "complete"
-    assert report.verified_by_download == plan["counts"]["files"] - n_dicom(plan)
-    assert report.verified_by_size_only == n_dicom(
-        plan
-    )  # DICOM (renamed on import) matched by size
+    # DICOM too (renamed on import): matched by the MD5 of the downloaded file, not by size.
+    assert report.verified_by_download == plan["counts"]["files"]
+    assert report.verified_by_size_only == 0
+    target.reset_stats()
+    again = deposit(target, plan_file)
+    assert again.status == "complete" and not again.transferred
+    assert target.stats()["writes"] == []
+
+
+def _session(target: XnatTarget) -> Any:
+    import xnat
+
+    return xnat.connect(
+        target.url,
+        user=target.user,
+        password=target.password,
+        no_parse_model=True,
+        logger=logging.getLogger("t"),
+    )
+
+
+def _overwrite_same_size(target: XnatTarget, path: str) -> bytes:
+    """Replace a server file by other bytes of the same size; returns what the server now holds."""
+    with _session(target) as s:
+        data = s.get(path).content
+        wrong = bytes(b ^ 0xFF for b in data)
+        s.put(path, data=wrong, query={"inbody": "true", "overwrite": "true"})
+        assert s.get(path).content == wrong
+    return wrong
+
+
+def _fhir_file(target: XnatTarget, plan: dict, staged: Path) -> tuple[str, Path]:
+    subj = plan["subjects"][0]
+    f = subj["resources"][0]["files"][0]
+    path = (
+        f"/data/projects/{target.project}/subjects/{subj['label']}/resources/FHIR/files/{f['name']}"
+    )
+    return path, staged / f["source"]
+
+
+def test_without_digests_a_file_with_right_size_and_wrong_bytes_is_replaced(
+    xnat_server_factory, plan_file: Path, xnat_staged_demo: Path
+) -> None:
+    target = xnat_server_factory("--no-digest")
+    plan = load_plan(plan_file)
+    deposit(target, plan_file)
+    path, local = _fhir_file(target, plan, xnat_staged_demo)
+    _overwrite_same_size(target, path)
+    report = deposit(target, plan_file)
+    assert report.status == "complete"
+    assert (report.uploaded_files, report.dicom_imports) == (1, 0)
+    with _session(target) as s:
+        assert s.get(path).content == local.read_bytes()
+
+
+def test_without_digests_a_file_over_the_limit_fails_instead_of_passing_on_its_size(
+    xnat_server_factory, plan_file: Path, xnat_staged_demo: Path
+) -> None:
+    target = xnat_server_factory("--no-digest")
+    plan = load_plan(plan_file)
+    deposit(target, plan_file)
+    path, local = _fhir_file(target, plan, xnat_staged_demo)
+    wrong = _overwrite_same_size(target, path)
+    name = path.rsplit("/", 1)[1]
+    with pytest.raises(
+        XnatDepositError, match=rf"resource FHIR 1 file\(s\) larger .*{name}"
+    ) as err:
+        deposit(target, plan_file, download_verify_limit=local.stat().st_size - 1)
+    assert "Raise download_verify_limit" in str(err.value)
+    with _session(target) as s:
+        assert s.get(path).content == wrong  # refused, not "verified" and not touched
+    # With the limit above every file (the default, 1 GiB), it is downloaded, found different
+    # and replaced.
+    report = deposit(target, plan_file)
+    assert report.status == "complete" and report.uploaded_files == 1
+    with _session(target) as s:
+        assert s.get(path).content == local.read_bytes()
+
+
+def test_without_digests_a_dicom_file_with_other_bytes_is_found_by_its_md5(
+    xnat_server_factory, plan_file: Path
+) -> None:
+    target = xnat_server_factory("--no-digest")
+    plan = load_plan(plan_file)
+    deposit(target, plan_file)
+    subj = next(
+        s
+        for s in plan["subjects"]
+        if any(r.get("import") for x in s["sessions"] for c in x["scans"] for r in c["resources"])
+    )
+    sess = next(
+        x
+        for x in subj["sessions"]
+        if any(r.get("import") for c in x["scans"] for r in c["resources"])
+    )
+    base = f"/data/projects/{target.project}/subjects/{subj['label']}/experiments/{sess['label']}"
+    with _session(target) as s:
+        sid = s.get_json(f"{base}/scans")["ResultSet"]["Result"][0]["ID"]
+        rows = s.get_json(f"{base}/scans/{sid}/resources/DICOM/files")["ResultSet"]["Result"]
+    _overwrite_same_size(target, rows[0]["URI"])
+    with pytest.raises(XnatDepositError, match=r"holds 1 DICOM file\(s\) that .* differ"):
+        deposit(target, plan_file)
 
 
 def test_expired_session_logs_in_again(xnat_server_factory, plan_file: Path) -> None:
