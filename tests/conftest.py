@@ -1,8 +1,13 @@
-"""Shared fixtures: small synthetic inputs made on the fly (no real patient data, no downloads)."""
+"""Shared fixtures: small synthetic inputs made on the fly (no real patient data, no downloads),
+the demo in a working directory and a snakemake runner (workflow and reliability tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +68,83 @@ def make_dicom(
 def dicom_factory() -> Callable[..., Path]:
     """Return :func:`make_dicom`."""
     return make_dicom
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow: the demo in a working directory, and snakemake run on it
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = [
+    ROOT / "config" / "config.yaml",
+    *sorted((ROOT / "tests/workflow/configs").glob("*.yaml")),
+]
+
+
+def snakemake_cmd() -> list[str]:
+    """The snakemake program beside this Python (skips the test when there is none)."""
+    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or shutil.which(
+        "snakemake"
+    )
+    if exe is None:
+        pytest.skip("snakemake is not installed (pip install -e '.[workflow]')")
+    return [exe]
+
+
+def snakemake_argv(workdir: Path, *args: str, config: Path = CONFIGS[0]) -> list[str]:
+    """The command line of a snakemake run of this repository's workflow in ``workdir``."""
+    return [
+        *snakemake_cmd(),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        *args,
+    ]
+
+
+def snakemake_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's snakemake: this Python's tools first on PATH, and no
+    pseudonymisation key from the caller's environment (the demo's key file is used)."""
+    env = os.environ | {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env.pop("IMAGEDEPOT_PSEUDONYM_KEY", None)
+    return env | dict(extra or {})
+
+
+def snakemake_run(
+    workdir: Path,
+    *args: str,
+    config: Path = CONFIGS[0],
+    env: Mapping[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 900,
+) -> subprocess.CompletedProcess[str]:
+    """Run snakemake in ``workdir`` (``env``: extra variables); with ``check``, fail the test
+    with its output when it fails."""
+    proc = subprocess.run(
+        snakemake_argv(workdir, *args, config=config),
+        capture_output=True,
+        text=True,
+        env=snakemake_env(env),
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A working directory with the demo made by `imagedepot demo` (shared, read-only use)."""
+    from imagedepot.demo import make_demo
+
+    work = tmp_path_factory.mktemp("wf")
+    make_demo(work / "demo")
+    return work
+
+
+@pytest.fixture
+def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """:func:`snakemake_run`."""
+    return snakemake_run

@@ -1,68 +1,30 @@
-"""Workflow fixtures: a working directory holding the demo, and a snakemake runner."""
+"""Workflow fixtures: the test servers, for the workflow's deposit-target tests. The demo working
+directory and the snakemake runner (``demo_workdir``, ``run_snakemake``) live in tests/conftest.py,
+shared with tests/reliability/."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
-from collections.abc import Callable
+import csv
 from pathlib import Path
 
-import pytest
+# Imported from here by the workflow tests.
+from tests.conftest import CONFIGS, ROOT, snakemake_cmd  # noqa: F401
 
 # The test servers' fixtures, for the workflow's deposit-target tests.
 from tests.servers.bia_fixture import biostudies_server, ftp_server  # noqa: F401
 from tests.servers.xnat_fixture import xnat_server  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
-CONFIGS = [
-    ROOT / "config" / "config.yaml",
-    *sorted((ROOT / "tests/workflow/configs").glob("*.yaml")),
-]
 
-
-def snakemake_cmd() -> list[str]:
-    exe = shutil.which("snakemake", path=os.path.dirname(sys.executable)) or shutil.which(
-        "snakemake"
-    )
-    if exe is None:
-        pytest.skip("snakemake is not installed (pip install -e '.[workflow]')")
-    return [exe]
-
-
-@pytest.fixture(scope="session")
-def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A working directory with the demo made by `imagedepot demo` (shared, read-only use)."""
-    from imagedepot.demo import make_demo
-
-    work = tmp_path_factory.mktemp("wf")
-    make_demo(work / "demo")
-    return work
-
-
-@pytest.fixture
-def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(workdir: Path, *args: str, config: Path = CONFIGS[0], check: bool = True):
-        env = os.environ | {
-            "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]
-        }
-        env.pop("IMAGEDEPOT_PSEUDONYM_KEY", None)
-        cmd = [
-            *snakemake_cmd(),
-            "--snakefile",
-            str(ROOT / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
-            *args,
-        ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"snakemake failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
-            )
-        return proc
-
-    return run
+def route_to_repositories(sheet: Path, out: Path) -> None:
+    """Copy the demo's sample sheet, sending DICOM/NIfTI to xnat and micro-cells to bia too."""
+    with open(sheet, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh, delimiter="\t"))
+    for r in rows:
+        if r["modality_class"] in ("dicom", "nifti"):
+            r["destinations"] = "local;xnat"
+        elif r["dataset_id"] == "micro-cells":
+            r["destinations"] = "local;bia"
+    with open(out, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
+        w.writeheader()
+        w.writerows(rows)

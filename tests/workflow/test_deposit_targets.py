@@ -4,7 +4,6 @@ the default run stages XNAT plans and BioImage Archive packages; `deposit_xnat_a
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import subprocess
@@ -15,24 +14,9 @@ import pytest
 import yaml
 
 from tests.servers.bia_fixture import API_LOGIN, API_PASSWORD
-from tests.workflow.conftest import CONFIGS, ROOT, snakemake_cmd
+from tests.workflow.conftest import CONFIGS, ROOT, route_to_repositories, snakemake_cmd
 
 pytestmark = pytest.mark.workflow
-
-
-def _route(sheet: Path, out: Path) -> None:
-    """Copy the demo's sample sheet, sending DICOM/NIfTI to xnat and micro-cells to bia too."""
-    with open(sheet, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh, delimiter="\t"))
-    for r in rows:
-        if r["modality_class"] in ("dicom", "nifti"):
-            r["destinations"] = "local;xnat"
-        elif r["dataset_id"] == "micro-cells":
-            r["destinations"] = "local;bia"
-    with open(out, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=list(rows[0]), delimiter="\t")
-        w.writeheader()
-        w.writerows(rows)
 
 
 def _snakemake(work: Path, config: Path, *args: str, env: dict[str, str]) -> str:
@@ -52,7 +36,7 @@ def test_stage_and_deposit_targets(
         pytest.skip("this workflow test drives the local test servers only")
     work = tmp_path / "work"
     make_demo(work / "demo")
-    _route(work / "demo" / "samples.tsv", work / "demo" / "samples-deposit.tsv")
+    route_to_repositories(work / "demo" / "samples.tsv", work / "demo" / "samples-deposit.tsv")
     ftp = ftp_server()
     api = biostudies_server(ftp.extra["user_dir"])
     config = yaml.safe_load(CONFIGS[0].read_text())

@@ -86,7 +86,7 @@ from typing import Any
 
 from imagedepot.convert import ConvertReport
 from imagedepot.errors import ImagedepotError, InputError
-from imagedepot.io import atomic_path
+from imagedepot.io import atomic_path, temp_prefix
 
 log = logging.getLogger(__name__)
 
@@ -577,8 +577,13 @@ def convert_dicom_series(
     if version:
         report.versions["dcm2niix"] = version
 
+    # The scratch folder (links to the originals, or inflated copies of them) lies beside the
+    # output and is named as its temporary: a conversion killed midway leaves it there, where the
+    # next conversion of that output removes it (io.remove_stale_temporaries), instead of in the
+    # system's temporary folder for good.
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
     with (
-        tempfile.TemporaryDirectory(prefix="imagedepot-dcm2niix-") as tmp_in,
+        tempfile.TemporaryDirectory(prefix=temp_prefix(out_dir), dir=out_dir.parent) as tmp_in,
         atomic_path(out_dir, force=force, is_dir=True) as tmp_out,
     ):
         # dcm2niix reads a folder: the series' own folder when it holds nothing else, else a

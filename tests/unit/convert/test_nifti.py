@@ -101,6 +101,43 @@ def test_series_folder_read_in_place_or_through_links(
     assert len(report.images) == 1 and "<input>" in report.arguments
 
 
+def test_killed_conversion_leaves_its_scratch_beside_the_output_for_the_next_run(
+    tmp_path: Path,
+) -> None:
+    """dcm2niix reads a scratch folder of links (or inflated copies) of the originals. A process
+    killed while dcm2niix runs leaves that folder beside the output, named as its temporary,
+    never in the system's temporary folder; the next conversion of the output removes it."""
+    import signal
+    import subprocess
+    import sys
+
+    from imagedepot.io import TMP_PREFIX
+
+    files = write_single_frames(tmp_path / "in", Acquisition(slices=3))
+    (tmp_path / "in" / "other.txt").write_text("not of the series")  # dcm2niix reads links
+    out, system_tmp = tmp_path / "out" / "nifti", tmp_path / "system-tmp"
+    system_tmp.mkdir()
+    killed = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from imagedepot.convert import nifti\n"
+        "nifti._run = lambda exe, args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "nifti.convert_dicom_series([Path(a) for a in sys.argv[2:]], Path(sys.argv[1]))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", killed, str(out), *map(str, files)],
+        env=os.environ | {"TMPDIR": str(system_tmp)},
+        timeout=120,
+    )
+    assert proc.returncode == -signal.SIGKILL
+    assert list(system_tmp.iterdir()) == []
+    left = sorted(p.name for p in out.parent.iterdir())
+    assert len(left) == 2 and all(n.startswith(TMP_PREFIX + "nifti.") for n in left)
+
+    convert_dicom_series(files, out)
+    assert [p.name for p in out.parent.iterdir()] == ["nifti"]
+
+
 def test_uncompressed(tmp_path: Path) -> None:
     files = write_single_frames(tmp_path / "in", Acquisition(slices=3))
     report = convert_dicom_series(files, tmp_path / "out", compress=False)
