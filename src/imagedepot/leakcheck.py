@@ -61,6 +61,12 @@ Micro-Manager JSON, Artist...); the metadata files of Zarr stores (``.zattrs``, 
 ``.zarray``, ``.zmetadata``, ``zarr.json``, ``*.xml``, ``*.json``). Binary pixel data, Zarr chunk
 files (every other file inside a Zarr store) and binary files of other formats (PNG, HDF5...) are
 not scanned: only their names are.
+
+With the policy's ``pixel_text`` settings (the workflow's leak gate), the pixels of DICOM images
+are read for burned-in text, and the auxiliary series of OME-Zarr stores and OME-TIFF files (slide
+label, macro, overview, thumbnail, preview: :mod:`imagedepot.deid.auxiliary`) are refused: each
+one still present under ``auxiliary_images: remove``, and under ``ocr`` each one whose pixels hold
+text (read as de-identification read it) or cannot be read, is a hit of kind ``pixel_text``.
 """
 
 from __future__ import annotations
@@ -1127,11 +1133,13 @@ class _Scanner:
             self.report.warnings.append(f"{rel}: cannot list folder ({type(exc).__name__})")
             return
         names = {e.name for e in entries}
-        in_zarr = (
-            in_zarr
-            or folder.name.lower().endswith(".zarr")
+        store_root = not in_zarr and (
+            folder.name.lower().endswith(".zarr")
             or bool(names & {"zarr.json", ".zgroup", ".zarray"})
         )
+        in_zarr = in_zarr or store_root
+        if store_root and self.pixel_text is not None:
+            self._scan_auxiliary(folder, rel)
         for entry in entries:
             path = Path(entry.path)
             if entry.is_dir(follow_symlinks=False):
@@ -1354,6 +1362,46 @@ class _Scanner:
                             self.check(text, rel, location)
         except (OSError, ValueError, IndexError, KeyError, tifffile.TiffFileError) as exc:
             self.report.warnings.append(f"{rel}: unreadable TIFF ({type(exc).__name__})")
+        if self.pixel_text is not None:
+            self._scan_auxiliary(path, rel)
+
+    def _scan_auxiliary(self, src: Path, rel: str) -> None:
+        """Auxiliary series (slide label, macro, overview, thumbnail, preview) of an OME-Zarr
+        store or OME-TIFF file: under ``pixel_text.auxiliary_images: remove`` each one present is
+        a hit of kind ``pixel_text``; under ``ocr`` each is read for text, and text that is not
+        an allowed token (or that cannot be read) is a hit (:mod:`imagedepot.deid.auxiliary`)."""
+        from imagedepot.deid import auxiliary as aux
+        from imagedepot.pixeltext.planes import find_text_in_planes
+
+        assert self.pixel_text is not None
+        try:
+            entries = aux.list_series(src)
+        except Exception as exc:  # metadata that cannot be read: fail closed
+            self.hit(rel, "OME series (cannot be listed)", "pixel_text", type(exc).__name__)
+            return
+        for entry in entries:
+            if not entry.auxiliary:
+                continue
+            where = f"series {entry.index} ({self.safe(entry.name)})"
+            if self.pixel_text.auxiliary_images == "remove":
+                self.hit(
+                    rel,
+                    f"{where}: auxiliary image present under auxiliary_images remove",
+                    "pixel_text",
+                    f"auxiliary:{entry.index}",
+                )
+                continue
+            try:
+                regions = find_text_in_planes(aux.read_planes(src, entry), self.pixel_text)
+            except Exception as exc:  # readers and engines raise many types: fail closed
+                self.hit(rel, f"{where} (cannot read for text)", "pixel_text", type(exc).__name__)
+                continue
+            self.images_read += 1
+            for r in regions:
+                location = f"{where} plane {r.frame} box {list(r.box)}"
+                if r.text:
+                    self.check(r.text, rel, location)
+                self.hit(rel, location, "pixel_text", f"{entry.index}:{r.frame}:{r.box}")
 
     def finish(self) -> LeakReport:
         r = self.report
@@ -1423,7 +1471,10 @@ def scan(
         When given, the pixels of every DICOM image are read for text with the same detector as
         de-identification (:mod:`imagedepot.pixeltext`): the recognised text is searched for
         the identifiers, and text that the policy's mode would have blanked is a hit of kind
-        ``pixel_text``.
+        ``pixel_text``. The auxiliary series of OME-Zarr stores and OME-TIFF files (slide
+        label, macro, overview, thumbnail, preview) are hits too: every one present under
+        ``auxiliary_images: remove``; under ``ocr``, those with text that is not an allowed
+        token (or that cannot be read).
     text_ids
         Identifiers for the OCR-tolerant matching of recognised text
         (:func:`imagedepot.pixeltext.identifiers.from_dataset` of the originals).

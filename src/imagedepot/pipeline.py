@@ -266,7 +266,8 @@ def deidentify_item(
     force: bool = False,
 ) -> Provenance:
     """De-identify one item: the original DICOM (for controlled repositories), the converted NIfTI and
-    sidecars, and the OME metadata of microscopy outputs, under the item's policy."""
+    sidecars, and the OME metadata of microscopy outputs (their slide label, macro and thumbnail
+    series removed as ``pixel_text.auxiliary_images`` says), under the item's policy."""
     from imagedepot.deid.pseudonym import load_key
     from imagedepot.policy import load_policy
 
@@ -324,6 +325,7 @@ def deidentify_item(
                         policy_options=opts,
                         pseudonymizer=pseudo,
                         subject=subject,
+                        pixel_text=policy.pixel_text,
                     )
                     reports[src.name] = r3.to_dict()
         prov.options["reports"] = reports

@@ -58,7 +58,9 @@ none when deid is not installed, which refuses more images, never fewer).
 ``pixel_text`` (:class:`imagedepot.pixeltext.dicom.PixelTextSettings`) says what happens to
 text that OCR finds in the pixels of every image: blanked (``blank_all``, the default, or
 ``blank_phi``) and read again, or the image quarantined (``quarantine``); the rules above are
-applied first, as an extra.
+applied first, as an extra. Its ``auxiliary_images`` (``remove`` or ``ocr``) says what happens to
+the slide label, macro and thumbnail series of microscopy outputs
+(:mod:`imagedepot.deid.auxiliary`).
 :meth:`Policy.dicom_options` gives all of this to :func:`imagedepot.deid.dicom.deidentify_dicom`.
 """
 

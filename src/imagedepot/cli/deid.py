@@ -110,8 +110,12 @@ def register(subparsers: Any) -> None:
     # OME-TIFF / OME-Zarr: implemented in imagedepot.deid.ome (imported when it runs).
     ome = formats.add_parser(
         "ome",
-        help="OME-TIFF / OME-Zarr: OME-XML metadata cleaning",
-        description="De-identify an OME image into OUT.",
+        help="OME-TIFF / OME-Zarr: OME-XML metadata cleaning, auxiliary images removed",
+        description=(
+            "De-identify an OME image into OUT: metadata cleaned, and slide label, macro, "
+            "overview, thumbnail and preview series removed as the policy's "
+            "pixel_text.auxiliary_images says (remove: all of them; ocr: those with text)."
+        ),
     )
     _common(ome, subject_required=True)
     ome.set_defaults(func=run_ome)
@@ -234,13 +238,18 @@ def run_ome(args: argparse.Namespace) -> int:
     """``imagedepot deid ome``."""
     from imagedepot.deid.ome import deidentify_ome
 
-    return _run_format(args, deidentify_ome)
+    return _run_format(args, deidentify_ome, pixel_text=True)
 
 
-def _run_format(args: argparse.Namespace, deidentify: Any, **extra: Any) -> int:
-    """Run a NIfTI or OME de-identifier with the policy's options and report like ``deid dicom``."""
+def _run_format(
+    args: argparse.Namespace, deidentify: Any, *, pixel_text: bool = False, **extra: Any
+) -> int:
+    """Run a NIfTI or OME de-identifier with the policy's options and report like ``deid dicom``
+    (``pixel_text``: also give it the policy's ``pixel_text`` section)."""
     with _output_lock(args.out):
         policy, pseudonymizer = _setup(args, args.subject)
+        if pixel_text:
+            extra["pixel_text"] = policy.pixel_text
         result = deidentify(
             args.src,
             args.out,

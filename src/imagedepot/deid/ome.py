@@ -16,7 +16,7 @@ reference still points to an element that exists. What it does:
   of projects, datasets, folders, screens, plates, experimenter groups and ROIs, and the
   ``ExternalIdentifier``/``ExternalDescription`` of plates and wells removed.
 * ``Image/@Name`` replaced by ``image_<n>`` unless it is a generic name (``Series 1``, ``label``,
-  ``macro``, ``thumbnail``...).
+  ``macro image``, ``thumbnail``...: :func:`is_generic_name`).
 * ``AcquisitionDate`` and ``WellSample/@Timepoint`` shifted under
   ``retain_longitudinal_modified_dates``, kept under ``retain_longitudinal_full_dates``, removed
   otherwise.
@@ -26,6 +26,11 @@ reference still points to an element that exists. What it does:
 
 Pixels, channels (names, colours, wavelengths), physical sizes, planes, instruments (manufacturer,
 model, objective) and all IDs other than experimenters' are left as they are.
+
+:func:`deidentify_ome` also removes the auxiliary images of slide scanners (slide label, macro,
+overview, thumbnail, preview series: :func:`is_auxiliary_name`) as the policy's
+``pixel_text.auxiliary_images`` says, keeping the OME-XML and the Zarr layout consistent
+(:mod:`imagedepot.deid.auxiliary`; :func:`remove_ome_images`).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from imagedepot.deid.nifti import date_mode, shift_date_value
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path
+from imagedepot.pixeltext.dicom import PixelTextSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +76,13 @@ NAMED_CONTAINERS = frozenset(
 _EXPERIMENTER_ATTRS = ("FirstName", "MiddleName", "LastName", "Email", "Institution", "UserName")
 _GENERIC_IMAGE_NAME = re.compile(
     r"(?i)(series|image|label|macro|thumbnail|overview|preview)?[\s_#:-]*\d*"
+)
+#: Names of the auxiliary images of slide scanners, as Bio-Formats and the scanners give them
+#: ("label image", "macro image", "macro mask image", "thumbnail image", "overview", "slide
+#: preview", "Label 2"...): matched whole, case-insensitively (see :func:`is_auxiliary_name`).
+AUXILIARY_IMAGE_NAME = re.compile(
+    r"(?i)(?:slide[\s_-]*)?(?:label|macro|overview|thumbnail|preview|barcode)"
+    r"(?:[\s_-]*mask)?(?:[\s_-]*image)?(?:[\s_#:-]*\d+)?"
 )
 #: TIFF tags blanked on every page (text that may identify: file, page, author, computer...).
 TIFF_TEXT_TAGS = {269: "DocumentName", 285: "PageName", 315: "Artist", 316: "HostComputer"}
@@ -94,6 +107,20 @@ def parse_xml(text: str | bytes) -> ET.Element:
 
 def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
+
+
+def is_auxiliary_name(name: object) -> bool:
+    """True when ``name`` names a slide label, macro, overview, thumbnail, preview or barcode
+    image (``label image``, ``Macro``, ``thumbnail_1``...), not a plain ``Series 1``."""
+    return isinstance(name, str) and AUXILIARY_IMAGE_NAME.fullmatch(name.strip()) is not None
+
+
+def is_generic_name(name: object) -> bool:
+    """True when an image name says nothing about whom it shows (``Series 1``, ``image_0``,
+    ``label image``...): such names are kept, others replaced by ``image_<n>``."""
+    if not isinstance(name, str):
+        return False
+    return _GENERIC_IMAGE_NAME.fullmatch(name.strip()) is not None or is_auxiliary_name(name)
 
 
 def is_ome_xml(text: str | bytes) -> bool:
@@ -181,11 +208,7 @@ def clean_ome_xml(
             if name in ("Experimenter", "ExperimenterGroup") and "ID" in a:
                 remap[a["ID"]] = f"{name}:{n}"
             image_name = a.get("Name")
-            if (
-                name == "Image"
-                and image_name is not None
-                and not _GENERIC_IMAGE_NAME.fullmatch(image_name.strip())
-            ):
+            if name == "Image" and image_name is not None and not is_generic_name(image_name):
                 a["Name"] = f"image_{n}"
                 summary["image_names_replaced"] += 1
         if name in NAMED_CONTAINERS and a.pop("Name", None) is not None:
@@ -245,6 +268,63 @@ def clean_ome_xml(
     text = '<?xml version="1.0" encoding="UTF-8"?>\n' + serialize_xml(root, _prefixes(xml))
     text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
     return text, dict(sorted(summary.items()))
+
+
+def remove_ome_images(
+    xml: str, drop: Collection[int], ifd_map: dict[int, int] | None = None
+) -> str:
+    """The OME-XML without the ``Image`` elements at positions ``drop`` (0-based, document order)
+    and the ``ImageRef`` elements that point to them (datasets, folders, well samples).
+
+    ``ifd_map`` (OME-TIFF) maps the old index of every TIFF IFD kept to its new index: the
+    ``TiffData/@IFD`` of the images kept are renumbered with it, and each block's planes must
+    stay consecutive IFDs. The result has an XML declaration and keeps the document's namespace
+    prefixes. Raises ``ValueError`` for XML that is not OME, a position out of range, or a block
+    of planes that removing IFDs would split.
+    """
+    root = parse_xml(xml)
+    if _local(root.tag) != "OME":
+        raise ValueError("the XML root element is not OME")
+    images = [el for el in root if _local(el.tag) == "Image"]
+    bad = sorted(i for i in drop if not 0 <= i < len(images))
+    if bad:
+        raise ValueError(f"image index {bad[0]} out of range ({len(images)} images)")
+    removed = {images[i].get("ID") for i in drop} - {None}
+    for i in sorted(drop):
+        root.remove(images[i])
+    for parent in root.iter():
+        for child in list(parent):
+            if _local(child.tag) == "ImageRef" and child.get("ID") in removed:
+                parent.remove(child)
+    if ifd_map is not None:
+        for i, image in enumerate(images):
+            if i not in drop:
+                _renumber_tiff_data(image, ifd_map)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + serialize_xml(root, _prefixes(xml))
+
+
+def _renumber_tiff_data(image: ET.Element, ifd_map: dict[int, int]) -> None:
+    """Renumber the ``TiffData/@IFD`` of one image with ``ifd_map`` (old -> new IFD index)."""
+    pixels = next((el for el in image if _local(el.tag) == "Pixels"), None)
+    if pixels is None:
+        return
+    size = 1
+    for key in ("SizeC", "SizeZ", "SizeT"):
+        size *= int(pixels.get(key, "1") or 1)
+    for block in (el for el in pixels if _local(el.tag) == "TiffData"):
+        first = int(block.get("IFD", "0"))
+        default = 1 if "IFD" in block.attrib else size
+        count = int(block.get("PlaneCount", str(default)))
+        olds = range(first, first + max(count, 1))
+        news = [ifd_map.get(k) for k in olds]
+        start = news[0]
+        if start is None or news != list(range(start, start + len(news))):
+            raise ValueError(
+                f"{image.get('ID')}: its TiffData block at IFD {first} would be split by the "
+                "IFDs removed"
+            )
+        if start != first:
+            block.set("IFD", str(start))
 
 
 def _prefixes(xml: str | bytes) -> dict[str, str]:
@@ -373,6 +453,7 @@ class OmeDeidReport:
     zarr_dates: dict[str, int] = field(default_factory=dict)
     tiff_tags_cleaned: dict[str, int] = field(default_factory=dict)
     policy_options: list[str] = field(default_factory=list)
+    auxiliary_images: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -386,6 +467,7 @@ class OmeDeidReport:
             "zarr_dates": dict(self.zarr_dates),
             "tiff_tags_cleaned": dict(self.tiff_tags_cleaned),
             "policy_options": list(self.policy_options),
+            "auxiliary_images": [dict(d) for d in self.auxiliary_images],
         }
 
     def _add_xml(self, summary: dict[str, int]) -> None:
@@ -406,7 +488,7 @@ def _is_zarr_store(path: Path) -> bool:
 
 
 def _neutral_name(name: Any, index: int) -> tuple[Any, bool]:
-    if isinstance(name, str) and _GENERIC_IMAGE_NAME.fullmatch(name.strip()):
+    if is_generic_name(name):
         return name, False
     return f"image_{index}", True
 
@@ -477,6 +559,7 @@ def _deid_zarr(
     options: frozenset[str],
     pseudonymizer: Pseudonymizer,
     subject: str,
+    pixel_text: PixelTextSettings,
     force: bool,
 ) -> OmeDeidReport:
     report = OmeDeidReport(format="ome-zarr", output=out.name, policy_options=sorted(options))
@@ -485,6 +568,7 @@ def _deid_zarr(
     dates: Counter[str] = Counter()
     with atomic_path(out, force=force, is_dir=True) as tmp:
         shutil.copytree(src, tmp, dirs_exist_ok=True)
+        _auxiliary_images(src, tmp, report, pixel_text)
         for dirpath, _dirnames, filenames in os.walk(tmp):
             folder = Path(dirpath)
             index = int(folder.name) if folder.name.isdigit() else 0
@@ -518,6 +602,31 @@ def _deid_zarr(
                     report._add_xml(summary)
     report.zarr_dates = dict(sorted(dates.items()))
     return report
+
+
+def _auxiliary_images(
+    src: Path, tmp: Path, report: OmeDeidReport, settings: PixelTextSettings
+) -> None:
+    """Screen the auxiliary series of the copy ``tmp`` and remove those the policy removes
+    (:mod:`imagedepot.deid.auxiliary`); what cannot be done safely raises :class:`InputError`."""
+    from imagedepot.deid import auxiliary as aux
+
+    try:
+        entries = aux.list_series(tmp)
+    except (ValueError, OSError) as exc:
+        raise InputError(src, f"auxiliary images: series cannot be listed ({exc})") from exc
+    decisions = aux.screen(tmp, entries, settings)
+    drop = {d.series for d in decisions if d.removed}
+    try:
+        if drop and tmp.is_dir():
+            aux.remove_zarr_series(tmp, entries, drop)
+        elif drop:
+            aux.remove_tiff_series(tmp, drop)
+    except (ValueError, OSError) as exc:
+        raise InputError(src, f"auxiliary images cannot be removed: {exc}") from exc
+    for d in decisions:
+        log.info("series %d: %s", d.series, d.message)
+    report.auxiliary_images = [d.to_dict() for d in decisions]
 
 
 # --------------------------------------------------------------------------- OME-TIFF
@@ -560,6 +669,7 @@ def _deid_tiff(
     options: frozenset[str],
     pseudonymizer: Pseudonymizer,
     subject: str,
+    pixel_text: PixelTextSettings,
     force: bool,
 ) -> OmeDeidReport:
     import tifffile
@@ -587,6 +697,7 @@ def _deid_tiff(
                             report._add_xml(summary)
         except tifffile.TiffFileError as exc:
             raise InputError(src, f"not a readable TIFF file ({exc})") from exc
+        _auxiliary_images(src, tmp, report, pixel_text)
     report.tiff_tags_cleaned = dict(sorted(tags.items()))
     return report
 
@@ -653,9 +764,12 @@ def deidentify_ome(
     policy_options: frozenset[str],
     pseudonymizer: Pseudonymizer,
     subject: str,
+    pixel_text: PixelTextSettings | None = None,
     force: bool = False,
 ) -> OmeDeidReport:
-    """De-identify the metadata of an OME-Zarr store or an OME-TIFF file; pixels unchanged.
+    """De-identify the metadata of an OME-Zarr store or an OME-TIFF file, and remove its
+    auxiliary images (slide label, macro, overview, thumbnail, preview) as the policy says;
+    the pixels of the other images are unchanged.
 
     Parameters
     ----------
@@ -668,25 +782,47 @@ def deidentify_ome(
         zeroed), other ImageDescriptions blanked unless they only hold shapes, the DateTime tag
         handled like dates, and the DocumentName, PageName, Artist, HostComputer, Copyright and
         Micro-Manager tags blanked on every page. The pixel data bytes are not touched.
+        In both, the auxiliary series are screened and removed as
+        :mod:`imagedepot.deid.auxiliary` describes (``pixel_text.auxiliary_images``): from a
+        store, their groups go and the others are renumbered, ``OME/series`` and the OME-XML
+        follow; from an OME-TIFF, their IFDs are unlinked and their pixel bytes zeroed, the
+        OME-XML follows. Each decision is in the report (``auxiliary_images``).
     out
         The output store (Zarr) or file (TIFF). For a TIFF, a path without a TIFF suffix is a
         folder that receives ``<pseudonym>.ome.tif``. Written atomically.
     policy_options, pseudonymizer, subject
         As for :func:`clean_ome_xml`.
+    pixel_text
+        The policy's ``pixel_text`` section (``auxiliary_images``, OCR settings); None: the
+        defaults (every auxiliary image removed, nothing read).
     force
         Replace an existing output.
 
     Returns
     -------
     OmeDeidReport
+
+    Raises
+    ------
+    InputError
+        The input cannot be used, or an auxiliary image to remove cannot be removed safely
+        (every image of a store is auxiliary; the first IFD of an OME-TIFF belongs to one...):
+        the caller quarantines the item.
     """
     src, out = Path(src), Path(out)
     options = frozenset(policy_options)
+    settings = pixel_text if pixel_text is not None else PixelTextSettings()
     if not src.exists():
         raise InputError(src, "input not found")
     if _is_zarr_store(src):
         report = _deid_zarr(
-            src, out, options=options, pseudonymizer=pseudonymizer, subject=subject, force=force
+            src,
+            out,
+            options=options,
+            pseudonymizer=pseudonymizer,
+            subject=subject,
+            pixel_text=settings,
+            force=force,
         )
     elif src.is_file() and src.name.lower().endswith(_TIFF_SUFFIXES):
         target = out
@@ -698,15 +834,18 @@ def deidentify_ome(
             options=options,
             pseudonymizer=pseudonymizer,
             subject=subject,
+            pixel_text=settings,
             force=force,
         )
     else:
         raise InputError(src, "not an OME-Zarr store or an OME-TIFF file")
     log.info(
-        "de-identified %s metadata: %d OME-XML document(s), %d TIFF tag(s), %d Zarr name(s)",
+        "de-identified %s metadata: %d OME-XML document(s), %d TIFF tag(s), %d Zarr name(s), "
+        "%d auxiliary image(s) removed",
         report.format,
         report.xml_documents,
         sum(report.tiff_tags_cleaned.values()),
         report.zarr_names_replaced,
+        sum(1 for d in report.auxiliary_images if d["action"] == "removed"),
     )
     return report

@@ -48,6 +48,9 @@ ROUNDS = 3
 MODES = ("blank_all", "blank_phi", "quarantine")
 #: What ``deidentification.pixel_text.ocr_series`` may say.
 SERIES_MODES = ("all", "sample")
+#: What ``deidentification.pixel_text.auxiliary_images`` may say (slide label, macro, overview,
+#: thumbnail and preview series of microscopy outputs: :mod:`imagedepot.deid.auxiliary`).
+AUXILIARY_MODES = ("remove", "ocr")
 #: Modalities whose single-frame series ``ocr_series: sample`` may sample.
 VOLUME_MODALITIES = frozenset({"CT", "MR", "PT", "NM"})
 
@@ -81,6 +84,7 @@ class PixelTextSettings:
     sample_every: int = 10
     dilate: int = 4
     min_confidence: float = 0.6
+    auxiliary_images: str = "remove"
     detector: DetectorSettings = field(default_factory=DetectorSettings)
 
     def __post_init__(self) -> None:
@@ -92,6 +96,11 @@ class PixelTextSettings:
             raise ValueError(
                 f"pixel_text.ocr_series must be one of {', '.join(SERIES_MODES)} "
                 f"(given {self.ocr_series!r})"
+            )
+        if self.auxiliary_images not in AUXILIARY_MODES:
+            raise ValueError(
+                f"pixel_text.auxiliary_images must be one of {', '.join(AUXILIARY_MODES)} "
+                f"(given {self.auxiliary_images!r})"
             )
         if self.sample_every < 1 or self.dilate < 0:
             raise ValueError("pixel_text.sample_every must be >= 1 and dilate >= 0")
@@ -121,6 +130,7 @@ class PixelTextSettings:
             "sample_every": self.sample_every,
             "dilate": self.dilate,
             "min_confidence": self.min_confidence,
+            "auxiliary_images": self.auxiliary_images,
             **self.detector.to_dict(),
         }
 

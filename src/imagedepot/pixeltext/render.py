@@ -16,6 +16,11 @@ rendered as the maximum of the three channels (``full``: text of any colour brig
 as their minimum (``minimum``: white text on a saturated colour, which the maximum hides); 8-bit
 colour has no window. Frames are decoded once (:func:`frames`), as
 ``(frames, rows, columns[, samples])``.
+
+Planes that are not DICOM (the channels of a microscopy image, :func:`render_channels`) are
+rendered the same way: each channel stretched over its own range (8-bit colour kept), then
+one channel as ``full`` and ``window`` (0.5-99.5 percentiles, equalised locally), several as
+their maximum (``full``) and minimum (``minimum``).
 """
 
 from __future__ import annotations
@@ -78,6 +83,31 @@ def _local_contrast(img: np.ndarray) -> np.ndarray:
     import cv2
 
     return np.asarray(cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(img))
+
+
+def render_channels(plane: np.ndarray) -> list[tuple[str, np.ndarray]]:
+    """Renderings of one plane of channels ``(c, y, x)`` (any numeric type) for OCR.
+
+    One channel: ``[("full", img), ("window", img)]`` as a grey DICOM frame without a window;
+    several (RGB or fluorescence): ``[("full", max), ("minimum", min)]`` over the channels.
+    Each channel is first stretched over its own range (except 8-bit colour, kept as it is).
+    Each image is H x W uint8.
+    """
+    if plane.ndim != 3 or min(plane.shape) < 1:
+        raise ValueError(f"expected a (c, y, x) plane, got shape {plane.shape}")
+    if plane.dtype == np.uint8 and plane.shape[0] > 1:
+        chans = plane
+    else:
+        x = plane.astype(np.float32)
+        chans = np.stack([_stretch(ch, float(ch.min()), float(ch.max())) for ch in x])
+    if chans.shape[0] == 1:
+        grey = np.ascontiguousarray(chans[0])
+        p0, p1 = np.percentile(grey[:: max(1, grey.shape[0] // 256)], (0.5, 99.5))
+        return [("full", grey), ("window", _local_contrast(_stretch(grey, float(p0), float(p1))))]
+    return [
+        ("full", np.ascontiguousarray(chans.max(axis=0))),
+        ("minimum", np.ascontiguousarray(chans.min(axis=0))),
+    ]
 
 
 class Renderer:
