@@ -715,6 +715,29 @@ def files_fingerprint(paths: Sequence[str | Path]) -> str:
     return h.hexdigest()
 
 
+def _dataset_roots(ds: Dataset, sheet: Path, source: str) -> list[Path]:
+    """What a dataset's row points to: the matches of its source, or, with a ``file_list``,
+    the listed paths inside the source folder (each must exist)."""
+    if not ds.files:
+        return source_roots(source)
+    where = f"{sheet}: row {ds.row}"
+    if any(ch in source for ch in "*?[") or not Path(source).is_dir():
+        raise ConfigError(
+            f"{where}, column 'source': {ds.source!r} must be a folder when 'file_list' is given "
+            "(the listed paths are relative to it)"
+        )
+    roots = [Path(source) / entry for entry in ds.files]
+    missing = [entry for entry, r in zip(ds.files, roots, strict=True) if not os.path.lexists(r)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"{where}, column 'file_list': {missing[0]!r}{more} listed in {ds.file_list!r} is "
+            f"not in the source folder {ds.source!r}; fix the list (or write it again with "
+            "imagedepot sheet)"
+        )
+    return roots
+
+
 def _walk_dataset(ds: Dataset, sheet: Path, inbox: Path, storage: Storage) -> InputWalk:
     """Find the files of one dataset: its source walked with links followed inside the inbox (or,
     for a source outside the inbox, inside the source's folder)."""
@@ -725,7 +748,7 @@ def _walk_dataset(ds: Dataset, sheet: Path, inbox: Path, storage: Storage) -> In
         walk = InputWalk(inbox, "the inbox")
     else:
         walk = InputWalk(base, "the source's folder")
-    for root in source_roots(source):
+    for root in _dataset_roots(ds, sheet, source):
         walk.add(root)
     walk.finish()
     if ds.modality_class == "nifti":
