@@ -4,6 +4,7 @@ files that are not DICOM beside the images."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pydicom
@@ -47,12 +48,20 @@ def _deid(src: Path, out: Path, policy: Path, *extra: str) -> int:
 
 
 def test_multi_patient_folder_gives_one_folder_per_pseudonym(
-    tmp_path: Path, policy: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    policy: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     export = make_pacs_export(tmp_path / "export")
     out = tmp_path / "out"
     linkage = tmp_path / "secure" / "linkage.tsv"
-    assert _deid(export, out, policy, "--skip-bad-files", "--linkage", str(linkage)) == 0
+    with caplog.at_level(logging.INFO, logger="imagedepot.progress"):
+        assert _deid(export, out, policy, "--skip-bad-files", "--linkage", str(linkage)) == 0
+    # Not on a terminal: progress as log lines (header pass, then the consented patients' files).
+    progress = [r.getMessage() for r in caplog.records if r.name == "imagedepot.progress"]
+    assert any(m.startswith("deid dicom: Patient IDs: 10/10 files (100%)") for m in progress)
+    assert any(m.startswith("deid dicom: 5/5 files (100%)") for m in progress)
     captured = capsys.readouterr()
     report = json.loads(captured.out)
 

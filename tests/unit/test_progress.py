@@ -132,3 +132,20 @@ def test_cli_scan_shows_a_bar_on_a_terminal(
     shown = _read(master)
     assert "scan" in shown and "3/3" in shown
     assert not [r for r in caplog.records if r.name == "imagedepot.progress"]  # a bar, no lines
+
+
+def _task(n: int) -> tuple[str, str]:
+    return str(n), "processed"
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_batch_steps_advance_once_per_item(jobs: int) -> None:
+    from imagedepot.pipeline import run_parallel
+
+    progress = Progress("batch 0 convert", "item")
+    assert run_parallel(_task, [1, 2, 3], jobs, preload=(), progress=progress) == {
+        "1": "processed",
+        "2": "processed",
+        "3": "processed",
+    }
+    assert (progress.total, progress.done) == (3, 3)
