@@ -10,7 +10,7 @@ from snakemake.utils import validate
 from imagedepot.config import check_workflow_config, schema_path
 from imagedepot.ingest import files_fingerprint
 from imagedepot.resources import convert_mem_mb, runtime_min
-from imagedepot.samplesheet import load_samples
+from imagedepot.samplesheet import file_lists, load_samples
 from imagedepot.storage import ENV_PREFIX as STORAGE_ENV_PREFIX
 from imagedepot.storage import ENV_ROOT as STORAGE_ENV_ROOT
 from imagedepot.storage import Storage
@@ -28,6 +28,8 @@ SAMPLES = load_samples(
     policies=config["policies"],
     destinations=config["destinations"],
 )
+# The sheet's `file_list` files (datasets named file by file): scan inputs, like the sheet.
+SAMPLE_FILE_LISTS = file_lists(SAMPLES, config["samples"])
 # The effective configuration (after --config overrides), handed to the CLI as JSON. Each rule gets
 # the sections it uses only (plus the required ones), so that changing, say, `fhir` re-runs the FHIR
 # bundles but not the scan and everything after it.

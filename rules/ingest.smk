@@ -4,6 +4,7 @@
 checkpoint scan_inputs:
     input:
         samples=cohort_file(config["samples"]),
+        file_lists=[cohort_file(p) for p in SAMPLE_FILE_LISTS],
         policies=[cohort_file(p) for p in config["policies"].values()],
         inbox=config["inbox"],
     output:

@@ -148,3 +148,49 @@ def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`snakemake_run`."""
     return snakemake_run
+
+
+#: The patients of :func:`make_pacs_export`: Patient ID, name, and the study UIDs of their files.
+PACS_PATIENTS = {
+    "MRN-1001": ("ALPHA^ANNA", ["1.2.826.0.1.3680043.8.498.101", "1.2.826.0.1.3680043.8.498.102"]),
+    "MRN-2002": ("BRAVO^BEN", ["1.2.826.0.1.3680043.8.498.201"]),
+    "MRN-3003": ("CHARLIE^CARL", ["1.2.826.0.1.3680043.8.498.301"]),
+}
+
+
+def make_pacs_export(folder: Path) -> Path:
+    """A clinical group's PACS export: one flat folder of DICOM files of three patients and four
+    studies, interleaved (``IM0001``...), with a README and a JSON query result beside them; a
+    NIfTI volume with its sidecar in ``nifti/``. Returns ``folder``.
+
+    MRN-1001 has two studies (2 + 1 files), MRN-2002 one study (2 files), MRN-3003 one (1 file).
+    """
+    import nibabel as nib
+
+    order = [
+        ("MRN-1001", 0, 1),
+        ("MRN-2002", 0, 1),
+        ("MRN-1001", 1, 1),
+        ("MRN-3003", 0, 1),
+        ("MRN-1001", 0, 2),
+        ("MRN-2002", 0, 2),
+    ]
+    for n, (pid, study_index, instance) in enumerate(order, start=1):
+        name, studies = PACS_PATIENTS[pid]
+        study = studies[study_index]
+        make_dicom(
+            folder / f"IM{n:04d}",
+            study=study,
+            series=study + ".1",
+            instance=instance,
+            patient=name,
+            patient_id=pid,
+        )
+    (folder / "README.txt").write_text("Export of 2024-03-01 for ALPHA^ANNA and others\n")
+    (folder / "export.json").write_text('{"query": "MRN-1001", "results": 6}\n')
+    nifti = folder / "nifti"
+    nifti.mkdir()
+    img = nib.Nifti1Image(np.zeros((4, 4, 3), dtype=np.int16), np.eye(4))
+    nib.save(img, nifti / "brain.nii.gz")
+    (nifti / "brain.json").write_text('{"Modality": "MR"}\n')
+    return folder

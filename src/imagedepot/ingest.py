@@ -31,6 +31,7 @@ from typing import Any
 
 from imagedepot.errors import ConfigError, InputError
 from imagedepot.io import TMP_PREFIX, file_record, write_json
+from imagedepot.progress import Progress
 from imagedepot.provenance import latest_mtime, now, tool_versions
 from imagedepot.samplesheet import Dataset
 from imagedepot.storage import Storage
@@ -538,21 +539,26 @@ class _Found:
 
 
 def group_files(
-    files: Sequence[Path], kind_hint: str | None = None, check: SubjectCheck | None = None
+    files: Sequence[Path],
+    kind_hint: str | None = None,
+    check: SubjectCheck | None = None,
+    progress: Progress | None = None,
 ) -> _Found:
     """Group files into items of one kind each; unusable files go to the quarantine list.
 
     ``kind_hint`` is the dataset's modality class: every file of a ``dicom`` dataset is tried as
     DICOM; otherwise the kind is told by the name (NIfTI, microscopy) or by the DICOM preamble.
     With ``check``, a DICOM file that is not the subject's (:meth:`SubjectCheck.problem`) is
-    quarantined with the reason.
+    quarantined with the reason. ``progress`` advances by one per file looked at.
     """
     found = _Found()
     series: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = defaultdict(list)
     nifti: list[Path] = []
     micro: list[Path] = []
     sidecars: set[Path] = set()
+    progress = progress if progress is not None else Progress()
     for p in files:
+        progress.advance()
         name = _lower_name(p)
         if is_nifti(p) and kind_hint in (None, "nifti"):
             nifti.append(p)
@@ -709,6 +715,29 @@ def files_fingerprint(paths: Sequence[str | Path]) -> str:
     return h.hexdigest()
 
 
+def _dataset_roots(ds: Dataset, sheet: Path, source: str) -> list[Path]:
+    """What a dataset's row points to: the matches of its source, or, with a ``file_list``,
+    the listed paths inside the source folder (each must exist)."""
+    if not ds.files:
+        return source_roots(source)
+    where = f"{sheet}: row {ds.row}"
+    if any(ch in source for ch in "*?[") or not Path(source).is_dir():
+        raise ConfigError(
+            f"{where}, column 'source': {ds.source!r} must be a folder when 'file_list' is given "
+            "(the listed paths are relative to it)"
+        )
+    roots = [Path(source) / entry for entry in ds.files]
+    missing = [entry for entry, r in zip(ds.files, roots, strict=True) if not os.path.lexists(r)]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ConfigError(
+            f"{where}, column 'file_list': {missing[0]!r}{more} listed in {ds.file_list!r} is "
+            f"not in the source folder {ds.source!r}; fix the list (or write it again with "
+            "imagedepot sheet)"
+        )
+    return roots
+
+
 def _walk_dataset(ds: Dataset, sheet: Path, inbox: Path, storage: Storage) -> InputWalk:
     """Find the files of one dataset: its source walked with links followed inside the inbox (or,
     for a source outside the inbox, inside the source's folder)."""
@@ -719,7 +748,7 @@ def _walk_dataset(ds: Dataset, sheet: Path, inbox: Path, storage: Storage) -> In
         walk = InputWalk(inbox, "the inbox")
     else:
         walk = InputWalk(base, "the source's folder")
-    for root in source_roots(source):
+    for root in _dataset_roots(ds, sheet, source):
         walk.add(root)
     walk.finish()
     if ds.modality_class == "nifti":
@@ -778,6 +807,7 @@ def scan(
     sheet: str | Path | None = None,
     policies: dict[str, Any] | None = None,
     batch_size: int = 50,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Scan ``inbox`` (and the sources of ``datasets``) and return the manifest.
 
@@ -795,6 +825,8 @@ def scan(
         is matched to the dataset's subject (:class:`SubjectCheck`).
     batch_size
         Items per batch (cluster profiles run one batch per scheduler job).
+    progress
+        Advanced by one per file looked at (:mod:`imagedepot.progress`).
     """
     storage = Storage.from_env()
     inbox_p = storage.local(inbox)
@@ -802,8 +834,10 @@ def scan(
         raise ConfigError(f"{inbox_p}: inbox folder not found")
     manifest = Manifest(inbox=str(inbox_p), samples=str(sheet) if sheet else None)
     inbox_walk = InputWalk(inbox_p).add(inbox_p).finish()
+    progress = progress if progress is not None else Progress()
     if datasets is None:
-        found = group_files(inbox_walk.files)
+        progress.start(len(inbox_walk.files))
+        found = group_files(inbox_walk.files, progress=progress)
         _number(found.items, "item")
         manifest.items = found.items
         manifest.quarantine = found.quarantine + inbox_walk.quarantine
@@ -813,9 +847,13 @@ def scan(
         walks = [_walk_dataset(ds, Path(sheet), inbox_p, storage) for ds in datasets]
         owner, lost = _owners(datasets, walks, Path(sheet))
         handled: set[str] = set()
-        for ds, walk in zip(datasets, walks, strict=True):
+        owned = [
+            [f for f in walk.files if owner[walk.real[f]] == ds.dataset_id]
+            for ds, walk in zip(datasets, walks, strict=True)
+        ]
+        progress.start(sum(len(files) for files in owned))
+        for ds, walk, files in zip(datasets, walks, owned, strict=True):
             handled |= walk.handled
-            files = [f for f in walk.files if owner[walk.real[f]] == ds.dataset_id]
             policy = (policies or {}).get(ds.policy)
             if policy is not None and not policy.consented(ds.subject):
                 excluded = Item(
@@ -827,6 +865,7 @@ def scan(
                     reason=f"no consent for this subject under policy {policy.name!r}",
                 )
                 found = _Found(items=[excluded] if files else [])
+                progress.advance(len(files))
             else:
                 check = SubjectCheck(
                     subject=ds.subject,
@@ -834,7 +873,9 @@ def scan(
                     study_uids=frozenset(ds.study_uids),
                     accession_numbers=frozenset(ds.accession_numbers),
                 )
-                found = group_files(files, kind_hint=ds.modality_class, check=check)
+                found = group_files(
+                    files, kind_hint=ds.modality_class, check=check, progress=progress
+                )
             _number(found.items, ds.dataset_id)
             for item in found.items:
                 item.dataset = ds.dataset_id

@@ -25,6 +25,7 @@ from imagedepot.io import (
     write_private_text,
 )
 from imagedepot.pixeltext.dicom import PixelTextSettings
+from imagedepot.progress import Progress
 from imagedepot.provenance import Provenance
 from imagedepot.storage import Storage, finish_output, input_folder, output_folder
 
@@ -450,14 +451,23 @@ def run_parallel(
     jobs: int,
     *,
     preload: Sequence[str] = READERS,
+    progress: Progress | None = None,
 ) -> dict[str, str]:
     """Run ``fn`` over ``tasks`` on ``jobs`` worker processes (in this process when 1).
 
     ``preload``: modules imported in this process before forking, so that the workers inherit
-    them instead of each importing them again.
+    them instead of each importing them again. ``progress`` advances by one per task finished
+    (in task order).
     """
+    progress = progress if progress is not None else Progress()
+    progress.start(len(tasks))
+    done: dict[str, str] = {}
     if jobs <= 1 or len(tasks) <= 1:
-        return dict(fn(t) for t in tasks)
+        for t in tasks:
+            key, value = fn(t)
+            done[key] = value
+            progress.advance()
+        return done
     import importlib
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -469,7 +479,10 @@ def run_parallel(
     # (Bio-Formats readers start theirs inside the workers) nor threads before the pool.
     ctx = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=ctx) as pool:
-        return dict(pool.map(fn, tasks))
+        for key, value in pool.map(fn, tasks):
+            done[key] = value
+            progress.advance()
+    return done
 
 
 def run_batch(
@@ -483,6 +496,7 @@ def run_batch(
     deid_settings: DeidSettings | None = None,
     jobs: int = 1,
     force: bool = True,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Run one per-item step (``convert``, ``deidentify`` or ``leakcheck``) over a batch.
 
@@ -490,7 +504,7 @@ def run_batch(
     (``<root>/batch-NNNN.tree.json``: the folder beside it is written, then published to the marker
     and, on a storage run, uploaded). The folder is written atomically. ``upstream`` is the previous
     step's batch folder or marker. Returns the batch summary (item id → status), also written to
-    ``batch.json`` in the folder.
+    ``batch.json`` in the folder. ``progress`` advances by one per item done.
     """
     items = batch_items(manifest, batch)
     up = input_folder(upstream) if upstream is not None else None
@@ -505,18 +519,21 @@ def run_batch(
 
                 opts = replace(opts, threads=max(1, available_cpus() // jobs))
             statuses = run_parallel(
-                _convert_one, [(i, str(tmp / i["id"]), opts) for i in items], jobs
+                _convert_one,
+                [(i, str(tmp / i["id"]), opts) for i in items],
+                jobs,
+                progress=progress,
             )
         elif step == "deidentify":
             if deid_settings is None or up is None:
                 raise ImagedepotError("deidentify batch needs the policy settings and upstream")
             tasks = [(i, str(up / i["id"]), str(tmp / i["id"]), deid_settings) for i in items]
-            statuses = run_parallel(_deid_one, tasks, jobs)
+            statuses = run_parallel(_deid_one, tasks, jobs, progress=progress)
         elif step == "leakcheck":
             if up is None:
                 raise ImagedepotError("leakcheck batch needs the de-identified batch folder")
             leak_tasks = [(i, str(up / i["id"]), str(tmp / f"{i['id']}.json")) for i in items]
-            statuses = run_parallel(_leak_one, leak_tasks, jobs)
+            statuses = run_parallel(_leak_one, leak_tasks, jobs, progress=progress)
         else:
             raise ImagedepotError(f"unknown batch step {step!r}")
         summary = {"step": step, "batch": int(batch), "items": statuses}

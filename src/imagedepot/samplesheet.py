@@ -8,6 +8,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,9 @@ REQUIRED = ("dataset_id", "subject", "modality_class", "source", "policy", "dest
 #: Optional columns that identify the subject's studies: checked against every DICOM file of the
 #: dataset by the scan, never kept as descriptive metadata (they are identifiers).
 STUDY_COLUMNS = ("study_instance_uid", "accession_number")
+#: Optional column naming a text file that lists the dataset's files (for a folder that holds
+#: several datasets' files side by side, such as a PACS export): how ``source`` is narrowed.
+FILE_LIST_COLUMN = "file_list"
 
 _FIXES = {
     "dataset_id": "use letters, digits, '.', '_' or '-' (max 64), starting with a letter or digit",
@@ -32,6 +36,7 @@ _FIXES = {
     "destinations": "list destination names separated by ';', e.g. local;xnat",
     "study_instance_uid": "list the subject's StudyInstanceUIDs (digits and dots) separated by ';'",
     "accession_number": "list the subject's accession numbers separated by ';'",
+    "file_list": "give a text file (relative to the sheet) listing the dataset's files, one a line",
 }
 
 
@@ -51,11 +56,54 @@ class Dataset:
     study_uids: tuple[str, ...] = ()
     #: The sheet's ``accession_number`` values: when given, every DICOM file must carry one of them.
     accession_numbers: tuple[str, ...] = ()
+    #: The sheet's ``file_list`` cell (a text file, relative to the sheet) and the paths it lists,
+    #: relative to ``source`` (then a folder): the dataset is those files only.
+    file_list: str = ""
+    files: tuple[str, ...] = ()
 
     def source_path(self, sheet: Path) -> str:
         """The source as a path (or glob) resolved against the sheet's folder."""
         p = Path(self.source)
         return str(p if p.is_absolute() else sheet.parent / p)
+
+    def file_list_path(self, sheet: str | Path) -> Path | None:
+        """The ``file_list`` file resolved against the sheet's folder (None without one)."""
+        if not self.file_list:
+            return None
+        p = Path(self.file_list)
+        return p if p.is_absolute() else Path(sheet).parent / p
+
+
+def read_file_list(path: str | Path) -> tuple[str, ...]:
+    """The paths a ``file_list`` file names: one a line (UTF-8), blank lines and lines starting
+    with ``#`` ignored, each relative to the dataset's ``source`` folder.
+
+    Raises
+    ------
+    ConfigError
+        Naming the file (and the line): missing, too large, not UTF-8, empty, or a path that is
+        absolute or climbs out of the source folder (``..``).
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file list not found")
+    check_sheet_size(p, "file list")
+    text = decode_table(p.read_bytes(), p)
+    out: list[str] = []
+    for n, line in enumerate(text.splitlines(), start=1):
+        entry = line.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        parts = Path(entry).parts
+        if Path(entry).is_absolute() or ".." in parts:
+            raise ConfigError(
+                f"{p}: line {n}: a listed path must be relative to the dataset's source folder "
+                "and stay inside it (no leading '/', no '..')"
+            )
+        out.append(entry)
+    if not out:
+        raise ConfigError(f"{p}: the file list names no file")
+    return tuple(out)
 
 
 #: Byte-order marks of the encodings a text table may have, longest first (the UTF-32 LE mark
@@ -222,7 +270,18 @@ def load_samples(
                         f"{p}: row {n}, column 'destinations': unknown destination {d!r}; define it "
                         f"under `destinations` in the config (known: {', '.join(sorted(destinations))})"
                     )
-        meta = {k: v for k, v in raw.items() if k not in REQUIRED + STUDY_COLUMNS and v}
+        files: tuple[str, ...] = ()
+        listed = raw.get(FILE_LIST_COLUMN, "")
+        if listed:
+            list_path = Path(listed) if Path(listed).is_absolute() else p.parent / listed
+            try:
+                files = read_file_list(list_path)
+            except ConfigError as exc:
+                problems.append(
+                    f"{p}: row {n}, column {FILE_LIST_COLUMN!r}: {exc}; {_FIXES[FILE_LIST_COLUMN]}"
+                )
+        skip = (*REQUIRED, *STUDY_COLUMNS, FILE_LIST_COLUMN)
+        meta = {k: v for k, v in raw.items() if k not in skip and v}
         datasets.append(
             Dataset(
                 dataset_id=ds_id,
@@ -235,11 +294,20 @@ def load_samples(
                 metadata=meta,
                 study_uids=_split(raw.get("study_instance_uid", "")),
                 accession_numbers=_split(raw.get("accession_number", "")),
+                file_list=listed,
+                files=files,
             )
         )
     if problems:
         raise ConfigError("invalid sample sheet:\n  " + "\n  ".join(problems))
     return datasets
+
+
+def file_lists(datasets: Sequence[Dataset], sheet: str | Path) -> list[str]:
+    """The ``file_list`` files of the sheet's rows (resolved against the sheet's folder), sorted,
+    each once: inputs of the scan, so that editing one scans again."""
+    paths = {ds.file_list_path(sheet) for ds in datasets}
+    return sorted(str(p) for p in paths if p is not None)
 
 
 def _split(cell: str) -> tuple[str, ...]:

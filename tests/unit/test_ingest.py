@@ -419,3 +419,66 @@ def test_input_walk_is_loop_safe_and_prefers_own_paths(tmp_path: Path) -> None:
         "up": "symbolic link to a folder already scanned",
         "self": "broken symbolic link",
     }
+
+
+def _list_sheet(tmp_path: Path, rows: list[str]) -> Path:
+    p = tmp_path / "samples.tsv"
+    p.write_text(
+        "dataset_id\tsubject\tmodality_class\tsource\tpolicy\tdestinations\tfile_list\n"
+        + "".join(rows)
+    )
+    return p
+
+
+def test_file_lists_split_one_flat_folder_into_datasets(tmp_path: Path, dicom_factory) -> None:
+    """A PACS export: two patients' files side by side in one folder, one list per dataset."""
+    export = tmp_path / "inbox" / "export"
+    dicom_factory(export / "IM1", study="1.7", series="1.7.1", instance=1, patient_id="S1")
+    dicom_factory(export / "IM2", study="1.6", series="1.6.1", instance=1, patient_id="S2")
+    dicom_factory(export / "IM3", study="1.7", series="1.7.1", instance=2, patient_id="S1")
+    (export / "README.txt").write_text("x")
+    lists = tmp_path / "lists"
+    lists.mkdir()
+    (lists / "a.txt").write_text("# dataset a\nIM1\n\nIM3\n")
+    (lists / "b.txt").write_text("IM2\n")
+    sheet = _list_sheet(
+        tmp_path,
+        [
+            "ds-a\tS1\tdicom\tinbox/export\tpol\tlocal\tlists/a.txt\n",
+            "ds-b\tS2\tdicom\tinbox/export\tpol\tlocal\tlists/b.txt\n",
+        ],
+    )
+    datasets = load_samples(sheet)
+    assert datasets[0].files == ("IM1", "IM3")
+    m = scan(tmp_path / "inbox", datasets=datasets, sheet=sheet)
+    files = {i.dataset: sorted(Path(f["path"]).name for f in i.files) for i in m.items}
+    assert files == {"ds-a": ["IM1", "IM3"], "ds-b": ["IM2"]}
+    assert [Path(q["path"]).name for q in m.quarantine] == ["README.txt"]
+    assert "not part of any dataset" in m.quarantine[0]["reason"]
+
+
+def test_file_list_errors_name_the_row_the_list_and_the_fix(tmp_path: Path, dicom_factory) -> None:
+    dicom_factory(tmp_path / "inbox" / "IM1", study="1.7", series="1.7.1", instance=1)
+    (tmp_path / "a.txt").write_text("IM1\nIM9\n")
+    sheet = _list_sheet(tmp_path, ["ds-a\tS1\tdicom\tinbox\tpol\tlocal\ta.txt\n"])
+    with pytest.raises(ConfigError, match=r"row 2, column 'file_list': 'IM9' listed in 'a.txt'"):
+        scan(tmp_path / "inbox", datasets=load_samples(sheet), sheet=sheet)
+    sheet = _list_sheet(tmp_path, ["ds-a\tS1\tdicom\tinbox/IM1\tpol\tlocal\ta.txt\n"])
+    with pytest.raises(ConfigError, match="must be a folder when 'file_list' is given"):
+        scan(tmp_path / "inbox", datasets=load_samples(sheet), sheet=sheet)
+    (tmp_path / "b.txt").write_text("../outside\n")
+    (tmp_path / "c.txt").write_text("# nothing\n")
+    sheet = _list_sheet(
+        tmp_path,
+        [
+            "ds-b\tS1\tdicom\tinbox\tpol\tlocal\tb.txt\n",
+            "ds-c\tS1\tdicom\tinbox\tpol\tlocal\tc.txt\n",
+            "ds-d\tS1\tdicom\tinbox\tpol\tlocal\tmissing.txt\n",
+        ],
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_samples(sheet)
+    msg = str(exc.value)
+    assert "row 2, column 'file_list'" in msg and "line 1" in msg and "'..'" in msg
+    assert "row 3, column 'file_list'" in msg and "names no file" in msg
+    assert "row 4, column 'file_list'" in msg and "file list not found" in msg

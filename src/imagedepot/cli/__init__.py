@@ -19,6 +19,7 @@ from imagedepot.errors import ImagedepotError
 #: Verb modules, in the order ``--help`` lists them (the order of the pipeline).
 VERBS = (
     "demo",
+    "sheet",
     "scan",
     "convert",
     "deid",
@@ -33,10 +34,11 @@ VERBS = (
     "validate",
 )
 
-#: Verbs that write the trusted zone (results/ingest, convert, deid, leakcheck, bids, fhir): their
-#: outputs hold original names, paths, MRNs or birth dates, so they are created 0600 / 0700
-#: (:func:`imagedepot.io.enter_trusted_zone`). Staged output (``stage``) keeps the usual modes.
-TRUSTED_VERBS = frozenset({"scan", "convert", "deid", "leakcheck", "batch", "fhir"})
+#: Verbs that write the trusted zone (the draft sample sheet, results/ingest, convert, deid,
+#: leakcheck, bids, fhir): their outputs hold original names, paths, MRNs or birth dates, so they
+#: are created 0600 / 0700 (:func:`imagedepot.io.enter_trusted_zone`). Staged output (``stage``)
+#: keeps the usual modes.
+TRUSTED_VERBS = frozenset({"sheet", "scan", "convert", "deid", "leakcheck", "batch", "fhir"})
 
 log = logging.getLogger("imagedepot")
 

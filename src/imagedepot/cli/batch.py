@@ -19,6 +19,7 @@ from pathlib import Path
 
 from imagedepot.cli._common import add_config_options, get_config
 from imagedepot.cli.convert import add_item_options, convert_options
+from imagedepot.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +108,30 @@ def _report(summary: dict) -> int:
     return 0
 
 
+def _progress(args: argparse.Namespace) -> Progress:
+    """The progress display of a batch step (a bar on a terminal, log lines otherwise)."""
+    from imagedepot.progress import progress_for
+
+    return progress_for(f"batch {args.batch} {args.batch_step}", "item")
+
+
 def run_convert(args: argparse.Namespace) -> int:
     """Convert a batch."""
     from imagedepot.pipeline import run_batch
 
     opts = convert_options(args)
     _restrict_stage_folder(args.out)
-    return _report(
-        run_batch(
-            "convert", args.manifest, args.batch, args.out, convert_options=opts, jobs=args.jobs
+    with _progress(args) as progress:
+        summary = run_batch(
+            "convert",
+            args.manifest,
+            args.batch,
+            args.out,
+            convert_options=opts,
+            jobs=args.jobs,
+            progress=progress,
         )
-    )
+    return _report(summary)
 
 
 def run_deid(args: argparse.Namespace) -> int:
@@ -140,8 +154,8 @@ def run_deid(args: argparse.Namespace) -> int:
         if settings.key_file.is_file():  # refused here once, not per item
             check_key_file_mode(settings.key_file, settings.key_permissions)
     _restrict_stage_folder(args.out)
-    return _report(
-        run_batch(
+    with _progress(args) as progress:
+        summary = run_batch(
             "deidentify",
             args.manifest,
             args.batch,
@@ -149,8 +163,9 @@ def run_deid(args: argparse.Namespace) -> int:
             upstream=args.upstream,
             deid_settings=settings,
             jobs=args.jobs,
+            progress=progress,
         )
-    )
+    return _report(summary)
 
 
 def run_leakcheck(args: argparse.Namespace) -> int:
@@ -158,13 +173,14 @@ def run_leakcheck(args: argparse.Namespace) -> int:
     from imagedepot.pipeline import run_batch
 
     _restrict_stage_folder(args.out)
-    return _report(
-        run_batch(
+    with _progress(args) as progress:
+        summary = run_batch(
             "leakcheck",
             args.manifest,
             args.batch,
             args.out,
             upstream=args.upstream,
             jobs=args.jobs,
+            progress=progress,
         )
-    )
+    return _report(summary)

@@ -3,13 +3,17 @@
 Each subcommand loads the policy, builds the keyed pseudonymizer and calls one library function:
 
 * ``deid dicom`` → :func:`imagedepot.deid.dicom.deidentify_dicom` (the policy's options,
-  pixel-cleaning rules and deid recipe; ``--jobs`` processes in parallel)
+  pixel-cleaning rules and deid recipe; ``--jobs`` processes in parallel); without
+  ``--subject``, a folder of several patients (a PACS export) goes to
+  :func:`imagedepot.deid.dicom.deidentify_dicom_patients`: one output folder per pseudonym
 * ``deid nifti`` → :func:`imagedepot.deid.nifti.deidentify_nifti`
 * ``deid ome``   → :func:`imagedepot.deid.ome.deidentify_ome`
 
 The report (without linkage or input paths) is printed as JSON and, with ``--report``, written
-to a file. ``--linkage`` writes the ``subject<TAB>pseudonym`` row to a file readable by its owner
-only; it belongs in the linkage folder, never under ``results/``.
+to a file. ``--linkage`` writes the ``subject<TAB>pseudonym`` rows to a file readable by its owner
+only; it belongs in the linkage folder, never under ``results/``. Files skipped or refused are
+listed on standard error by their path (the JSON report leaves input paths out: they may carry
+names).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +81,13 @@ def register(subparsers: Any) -> None:
     dicom = formats.add_parser(
         "dicom",
         help="DICOM: PS3.15 Basic Profile plus the policy's options",
-        description="De-identify DICOM files (a file, a folder or a series) into OUT.",
+        description=(
+            "De-identify DICOM files (a file, a folder or a series) into OUT. Without --subject, "
+            "the subject is the files' Patient ID; a folder of several patients (a PACS export) "
+            "is de-identified patient by patient into OUT/<pseudonym>/ (patients without consent "
+            "are left out and listed). Files that are not DICOM (a README, a JSON) stop the run "
+            "unless --skip-bad-files, which lists them as skipped."
+        ),
     )
     _common(dicom, subject_required=False)
     dicom.add_argument(
@@ -93,7 +103,8 @@ def register(subparsers: Any) -> None:
     dicom.add_argument(
         "--skip-bad-files",
         action="store_true",
-        help="list unusable files in the report instead of failing (default: fail closed)",
+        help="list files that are not DICOM as skipped, and other unusable files as errors, "
+        "and go on with the rest (default: fail closed on the first)",
     )
     dicom.set_defaults(func=run_dicom)
 
@@ -168,15 +179,27 @@ def _setup(args: argparse.Namespace, subject: str) -> tuple[Any, Any]:
     return policy, policy.make_pseudonymizer(key)
 
 
-def _finish(args: argparse.Namespace, report: dict[str, Any], linkage: tuple[str, str]) -> int:
+def _finish(
+    args: argparse.Namespace, report: dict[str, Any], linkage: Sequence[tuple[str, str]]
+) -> int:
     from imagedepot.io import write_json, write_private_text
 
     if args.report is not None:
         write_json(args.report, report)
     if args.linkage is not None:
-        write_private_text(args.linkage, f"subject\tpseudonym\n{linkage[0]}\t{linkage[1]}\n")
+        rows = "".join(f"{subject}\t{pseudonym}\n" for subject, pseudonym in linkage)
+        write_private_text(args.linkage, "subject\tpseudonym\n" + rows)
     sys.stdout.write(json.dumps(report, indent=2, sort_keys=True) + "\n")
     return 0
+
+
+def _list_set_aside(src: Path, skipped: Iterable[dict[str, Any]], kind: str) -> None:
+    """Name the files skipped or refused on standard error (paths relative to SRC)."""
+    for row in skipped:
+        path = Path(row["path"])
+        with contextlib.suppress(ValueError):
+            path = path.relative_to(src)
+        sys.stderr.write(f"deid dicom: {kind} {path}: {row['reason']}\n")
 
 
 @contextlib.contextmanager
@@ -207,24 +230,81 @@ def run_dicom(args: argparse.Namespace) -> int:
 
 
 def _run_dicom(args: argparse.Namespace) -> int:
-    from imagedepot.deid.dicom import deidentify_dicom, infer_subject
+    from imagedepot.deid.dicom import find_patients
+    from imagedepot.progress import progress_for
 
-    subject = args.subject if args.subject else infer_subject(args.src)
+    if args.subject:
+        return _run_dicom_subject(args, args.subject)
+    with progress_for("deid dicom: Patient IDs") as progress:
+        found = find_patients(args.src, progress=progress)
+    if len(found.patients) <= 1:
+        return _run_dicom_subject(args, found.only_subject(args.skip_bad_files))
+    return _run_dicom_patients(args, found)
+
+
+def _run_dicom_subject(args: argparse.Namespace, subject: str) -> int:
+    """One subject: every DICOM file of SRC into OUT."""
+    from imagedepot.deid.dicom import deidentify_dicom
+    from imagedepot.progress import progress_for
+
     policy, pseudonymizer = _setup(args, subject)
-    report = deidentify_dicom(
-        args.src,
-        args.out,
-        pseudonymizer=pseudonymizer,
-        subject=subject,
-        force=args.force,
-        action_log=args.action_log,
-        skip_bad_files=args.skip_bad_files,
-        workers=args.jobs,
-        **policy.dicom_options(),
-    )
+    with progress_for("deid dicom") as progress:
+        report = deidentify_dicom(
+            args.src,
+            args.out,
+            pseudonymizer=pseudonymizer,
+            subject=subject,
+            force=args.force,
+            action_log=args.action_log,
+            skip_bad_files=args.skip_bad_files,
+            workers=args.jobs,
+            progress=progress,
+            **policy.dicom_options(),
+        )
+    _list_set_aside(args.src, report.skipped, "skipped")
+    _list_set_aside(args.src, report.errors, "not de-identified")
     out = report.to_dict()
     out["policy"] = policy.to_provenance()
-    return _finish(args, out, (subject, pseudonymizer.subject_id(subject)))
+    return _finish(args, out, [(subject, pseudonymizer.subject_id(subject))])
+
+
+def _run_dicom_patients(args: argparse.Namespace, found: Any) -> int:
+    """Several patients (a PACS export): each into OUT/<pseudonym>/."""
+    from imagedepot.deid.dicom import deidentify_dicom_patients
+    from imagedepot.deid.pseudonym import load_key
+    from imagedepot.policy import load_policy
+    from imagedepot.progress import progress_for
+
+    _check_private_paths(args)
+    policy = load_policy(args.policy)
+    pseudonymizer = policy.make_pseudonymizer(load_key(args.key_env, args.key_file))
+    with progress_for("deid dicom") as progress:
+        report = deidentify_dicom_patients(
+            args.src,
+            args.out,
+            pseudonymizer=pseudonymizer,
+            consented=policy.consented,
+            force=args.force,
+            skip_bad_files=args.skip_bad_files,
+            found=found,
+            progress=progress,
+            action_log=args.action_log,
+            workers=args.jobs,
+            **policy.dicom_options(),
+        )
+    _list_set_aside(args.src, report.skipped, "skipped")
+    _list_set_aside(args.src, report.errors, "not de-identified")
+    for one in report.subjects:
+        _list_set_aside(args.src, one.skipped, "skipped")
+        _list_set_aside(args.src, one.errors, "not de-identified")
+    for row in report.excluded:
+        sys.stderr.write(
+            f"deid dicom: excluded patient {row['pseudonym']} ({row['files']} file(s)): "
+            f"{row['reason']} under policy {policy.name!r}\n"
+        )
+    out = report.to_dict()
+    out["policy"] = policy.to_provenance()
+    return _finish(args, out, report.linkage)
 
 
 def run_nifti(args: argparse.Namespace) -> int:
@@ -261,7 +341,7 @@ def _run_format(
         )
         out = result.to_dict()
         out["policy"] = policy.to_provenance()
-        return _finish(args, out, (args.subject, pseudonymizer.subject_id(args.subject)))
+        return _finish(args, out, [(args.subject, pseudonymizer.subject_id(args.subject))])
 
 
 def run_item(args: argparse.Namespace) -> int:

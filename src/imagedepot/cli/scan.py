@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     """Run the scan and write the manifest."""
     from imagedepot.ingest import scan
     from imagedepot.io import restrict_folder
+    from imagedepot.progress import progress_for
     from imagedepot.samplesheet import load_samples
 
     check_overwrite(args.out, args.force)
@@ -69,7 +70,15 @@ def run(args: argparse.Namespace) -> int:
                     policies[ds.policy].check_destination(
                         dest, config["destinations"][dest]["class"]
                     )
-    manifest = scan(inbox, datasets=datasets, sheet=sheet, policies=policies, batch_size=batch)
+    with progress_for("scan") as progress:
+        manifest = scan(
+            inbox,
+            datasets=datasets,
+            sheet=sheet,
+            policies=policies,
+            batch_size=batch,
+            progress=progress,
+        )
     manifest.write(args.out, args.items_dir)
     # results/ingest is part of the trusted zone (original paths and folder names): owner only.
     restrict_folder(Path(args.out).parent)

@@ -18,6 +18,8 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
+from pydicom.filewriter import write_dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     CTImageStorage,
@@ -29,7 +31,13 @@ from pydicom.uid import (
 )
 
 from imagedepot.deid import profile
-from imagedepot.deid.dicom import DeidReport, deidentify_dicom, infer_subject
+from imagedepot.deid.dicom import (
+    DeidReport,
+    deidentify_dicom,
+    deidentify_dicom_patients,
+    find_patients,
+    infer_subject,
+)
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.errors import InputError, OutputExistsError
 from imagedepot.policy import PixelRule
@@ -583,9 +591,12 @@ def test_one_bad_file_fails_the_series_unless_skipping(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".imagedepot-tmp")]
     report = run(tmp_path / "in", tmp_path / "out", skip_bad_files=True)
     assert len(report.files_written) == 2
-    assert [e["index"] for e in report.errors] == [2]  # sorted: Doe_John_1, Doe_John_2, README
-    assert "path" not in report.to_dict()["errors"][0]  # input names may carry PHI
-    assert report.to_dict(include_private=True)["errors"][0]["path"].endswith("README.txt")
+    # Not DICOM at all: listed as skipped, not as an error.
+    assert report.errors == []
+    assert [e["index"] for e in report.skipped] == [2]  # sorted: Doe_John_1, Doe_John_2, README
+    assert "not a DICOM file" in report.skipped[0]["reason"]
+    assert "path" not in report.to_dict()["skipped"][0]  # input names may carry PHI
+    assert report.to_dict(include_private=True)["skipped"][0]["path"].endswith("README.txt")
 
 
 def test_two_patients_in_one_call(tmp_path: Path) -> None:
@@ -634,6 +645,46 @@ def test_infer_subject(tmp_path: Path) -> None:
     make_instance(tmp_path / "in" / "z.dcm", index=9, patient_id="OTHER")
     with pytest.raises(InputError, match="2 distinct Patient IDs"):
         infer_subject(tmp_path / "in")
+
+
+def test_find_patients_sorts_files_and_lists_the_rest(tmp_path: Path) -> None:
+    a = make_instance(tmp_path / "in" / "a.dcm", index=1)
+    b = make_instance(tmp_path / "in" / "b.dcm", index=2, patient_id="MRN999")
+    blank = make_instance(tmp_path / "in" / "c.dcm", index=3, patient_id="")
+    raw = DicomBytesIO()  # DICOM data without the Part 10 header: an error, not a stray file
+    raw.is_little_endian, raw.is_implicit_VR = True, True
+    write_dataset(raw, pydicom.dcmread(a))
+    (tmp_path / "in" / "d-raw").write_bytes(raw.getvalue())
+    (tmp_path / "in" / "e.txt").write_text("Doe, John")
+    found = find_patients(tmp_path / "in")
+    assert found.patients == {"MRN0012345": [a], "MRN999": [b]}
+    assert found.no_patient_id == [blank]
+    assert [Path(r["path"]).name for r in found.skipped] == ["e.txt"]
+    assert [Path(r["path"]).name for r in found.errors] == ["d-raw"]
+    with pytest.raises(InputError, match="Part 10"):
+        found.check_bad_files(skip_bad_files=False)
+
+
+def test_patients_each_get_a_folder_and_a_file_without_patient_id_fails_closed(
+    tmp_path: Path,
+) -> None:
+    make_instance(tmp_path / "in" / "a.dcm", index=1)
+    make_instance(tmp_path / "in" / "b.dcm", index=2, patient_id="MRN999")
+    make_instance(tmp_path / "in" / "c.dcm", index=3, patient_id="")
+    kwargs: dict[str, Any] = {"pseudonymizer": pz(), "policy_options": frozenset()}
+    with pytest.raises(InputError, match="no Patient ID"):
+        deidentify_dicom_patients(tmp_path / "in", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+    report = deidentify_dicom_patients(
+        tmp_path / "in", tmp_path / "out", skip_bad_files=True, **kwargs
+    )
+    names = {pz().subject_id("MRN0012345"), pz().subject_id("MRN999")}
+    assert {p.name for p in (tmp_path / "out").iterdir()} == names
+    assert [r.output for r in report.subjects] == sorted(names)
+    assert [Path(e["path"]).name for e in report.errors] == ["c.dcm"]
+    assert sorted(report.linkage) == sorted(
+        [("MRN0012345", pz().subject_id("MRN0012345")), ("MRN999", pz().subject_id("MRN999"))]
+    )
 
 
 # ============================================================================ action log
