@@ -66,7 +66,6 @@ the slide label, macro and thumbnail series of microscopy outputs
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import os
@@ -83,7 +82,7 @@ from imagedepot.deid.profile import EDITION, OPTIONS
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, RecipeError, load_recipe
 from imagedepot.duo import DUO_RELEASE, data_use_problems
-from imagedepot.errors import PolicyError
+from imagedepot.errors import ConfigError, PolicyError
 from imagedepot.ingest import SUBJECT_ID_CHECKS
 from imagedepot.io import sha256_file
 from imagedepot.pixeltext.dicom import PixelTextSettings
@@ -321,49 +320,27 @@ def _validate(data: Any, path: Path) -> None:
         raise PolicyError(f"{path}: invalid policy:\n  " + "\n  ".join(lines))
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
-
-
 def _read_sheet(sheet: Path, policy_path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    """Header and rows of a TSV/CSV/XLSX sheet (first worksheet), cells as stripped strings."""
+    """Header and rows of a TSV/CSV/XLSX consent sheet, read as sample sheets are
+    (:func:`imagedepot.samplesheet.read_table`: UTF-8 or a UTF-16/UTF-32 byte-order mark, XLSX
+    formulas by their saved values), cells as stripped strings."""
+    from imagedepot.samplesheet import read_table
+
     if not sheet.is_file():
         raise PolicyError(f"{policy_path}: consent.sheet: consent sheet {sheet} not found")
-    check_sheet_size(sheet, "consent sheet", PolicyError)
-    suffix = sheet.suffix.lower()
-    if suffix in (".xlsx", ".xlsm"):
-        import openpyxl
-
-        try:
-            book = openpyxl.load_workbook(sheet, read_only=True, data_only=True)
-        except Exception as exc:  # openpyxl raises many types for a bad workbook
-            raise PolicyError(
-                f"{policy_path}: consent.sheet: cannot read {sheet} as XLSX ({type(exc).__name__})"
-            ) from exc
-        try:
-            rows = [
-                [_cell(v) for v in row] for row in book.worksheets[0].iter_rows(values_only=True)
-            ]
-        finally:
-            book.close()
-    elif suffix in (".tsv", ".tab", ".txt", ".csv"):
-        delimiter = "," if suffix == ".csv" else "\t"
-        with open(sheet, encoding="utf-8-sig", newline="") as fh:
-            rows = [[_cell(v) for v in row] for row in csv.reader(fh, delimiter=delimiter)]
-    else:
+    if sheet.suffix.lower() not in (".tsv", ".tab", ".txt", ".csv", ".xlsx", ".xlsm"):
         raise PolicyError(
             f"{policy_path}: consent.sheet: {sheet.name} is not a TSV, CSV or XLSX file"
         )
-    rows = [r for r in rows if any(r)]
+    check_sheet_size(sheet, "consent sheet", PolicyError)
+    try:
+        rows = read_table(sheet)
+    except ConfigError as exc:
+        raise PolicyError(f"{policy_path}: consent.sheet: {exc}") from None
     if not rows:
-        raise PolicyError(f"{policy_path}: consent.sheet: {sheet} is empty")
-    header = rows[0]
-    records = [dict(zip(header, r + [""] * (len(header) - len(r)), strict=False)) for r in rows[1:]]
-    return header, records
+        raise PolicyError(f"{policy_path}: consent.sheet: {sheet} has no rows under its header")
+    header = [k for k in rows[0] if k != "__row__"]
+    return header, [{k: v for k, v in r.items() if k != "__row__"} for r in rows]
 
 
 def _load_consent(

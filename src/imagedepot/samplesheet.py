@@ -178,11 +178,21 @@ def _xlsx_rows(p: Path) -> list[list[str]]:
                     "spreadsheet program that computes formulas); open and save it in one, or "
                     "replace the formula by its value"
                 )
-            cells.append("" if cell.value is None else str(cell.value).strip())
+            cells.append(_xlsx_text(cell.value))
         rows.append(cells)
     values.close()
     formulas.close()
     return rows
+
+
+def _xlsx_text(value: Any) -> str:
+    """A cell value as text: a whole number stored as a float (``12345.0``, as spreadsheet
+    programs keep numbers) is written without its ``.0``, so an ID typed as a number matches."""
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:
@@ -198,7 +208,7 @@ def read_table(path: str | Path) -> list[dict[str, str]]:
     check_sheet_size(p, "table")
     if suffix in {".xlsx", ".xlsm"}:
         rows = _xlsx_rows(p)
-    elif suffix in {".tsv", ".csv", ".txt"}:
+    elif suffix in {".tsv", ".tab", ".csv", ".txt"}:
         delim = "," if suffix == ".csv" else "\t"
         text = decode_table(p.read_bytes(), p)
         reader = csv.reader(io.StringIO(text, newline=""), delimiter=delim)

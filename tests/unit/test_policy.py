@@ -590,3 +590,28 @@ def test_subject_id_check_defaults_strict_and_is_validated(write_policy) -> None
     assert pol.to_provenance()["subject_id_check"] == "other_patient_ids"
     with pytest.raises(PolicyError, match="subject_id_check"):
         load_policy(write_policy({"subject_id_check": "name"}))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-8-sig"])
+def test_consent_sheet_in_unicode_text_is_read_like_sample_sheets(tmp_path, encoding) -> None:
+    """A consent sheet saved as "Unicode text" (UTF-16 with a byte-order mark) is read, not a
+    raw UnicodeDecodeError."""
+    from imagedepot.policy import _read_sheet
+
+    sheet = tmp_path / "consent.tsv"
+    sheet.write_text("subject\tconsent\nS1\tyes\nS2\tno\n", encoding=encoding)
+    header, rows = _read_sheet(sheet, tmp_path / "policy.yaml")
+    assert header == ["subject", "consent"]
+    assert [r["consent"] for r in rows] == ["yes", "no"]
+
+
+def test_consent_sheet_xlsx_numbers_read_as_typed(tmp_path) -> None:
+    openpyxl = pytest.importorskip("openpyxl")
+    from imagedepot.policy import _read_sheet
+
+    book = openpyxl.Workbook()
+    book.active.append(["subject", "consent"])
+    book.active.append([12345, 1])
+    book.save(tmp_path / "consent.xlsx")
+    _, rows = _read_sheet(tmp_path / "consent.xlsx", tmp_path / "policy.yaml")
+    assert rows == [{"subject": "12345", "consent": "1"}]
