@@ -263,6 +263,7 @@ class BioFormatsSource:
         self._pool = _BandPool()
         self.series: list[SeriesInfo] = []
         self.notes: list[str] = []
+        self.fallback: dict[str, str] | None = None
         try:
             for s in range(int(self._reader.getSeriesCount())):
                 self.series.append(self._series_info(s))

@@ -57,7 +57,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from imagedepot.convert import AXES, ConvertReport, ImageSource, SeriesInfo
-from imagedepot.errors import ImagedepotError, InputError
+from imagedepot.errors import ImagedepotError, InputError, ReaderError
 from imagedepot.io import atomic_path, check_overwrite, temp_prefix
 
 log = logging.getLogger(__name__)
@@ -289,21 +289,52 @@ class TiffSource:
         try:
             self._tif = tifffile.TiffFile(self.path)
         except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
-            raise InputError(self.path, f"tifffile cannot read it: {exc}") from exc
+            raise ReaderError(self.path, f"tifffile cannot read it: {exc}") from exc
         self._series: list[_TiffSeries] = []
         self.series: list[SeriesInfo] = []
         self.notes: list[str] = []
+        self.fallback: dict[str, str] | None = None
         try:
             self._scan()
+            if not self.series:
+                raise ReaderError(self.path, "no image in this TIFF")
+            self._probe()
         except InputError:
             self.close()
             raise
         except Exception as exc:
             self.close()
-            raise InputError(self.path, f"tifffile cannot read it: {exc}") from exc
-        if not self.series:
-            self.close()
-            raise InputError(self.path, "no image in this TIFF")
+            raise ReaderError(self.path, f"tifffile cannot read it: {exc}") from exc
+
+    def _probe(self) -> None:
+        """Decode one pixel of each series' first plane (once per distinct encoding).
+
+        A compression tifffile cannot decode (no codec installed, an unsupported variant) is then
+        found before anything is written, so ``reader="auto"`` can hand the file to Bio-Formats.
+        """
+        seen: set[tuple[Any, ...]] = set()
+        for s, entry in enumerate(self._series):
+            page = self._tif.series[s].keyframe
+            key = (
+                page.compression,
+                page.predictor,
+                page.photometric,
+                page.bitspersample,
+                page.sampleformat,
+                page.is_tiled,
+            )
+            if key in seen:
+                continue
+            seen.add(key)
+            index = tuple(slice(0, 1) for _ in entry.axes)
+            try:
+                np.asarray(entry.array[index])
+            except Exception as exc:  # codec errors come as ValueError, RuntimeError, codec types
+                raise ReaderError(
+                    self.path,
+                    f"tifffile cannot decode series {s} "
+                    f"({getattr(page.compression, 'name', page.compression)}): {exc}",
+                ) from exc
 
     def _scan(self) -> None:
         import zarr
@@ -323,7 +354,7 @@ class TiffSource:
             shape = tuple(int(n) for n in s.get_shape(False))
             dtype = np.dtype(s.dtype)
             if dtype.kind not in "biuf" or dtype.itemsize > 8:
-                raise InputError(self.path, f"series {index}: pixel type {dtype} is not supported")
+                raise ReaderError(self.path, f"series {index}: pixel type {dtype} is not supported")
             missing = sum(1 for page in s.pages if page is None)
             if missing:
                 # tifffile would read them as zeros: refuse rather than invent pixels.
@@ -334,14 +365,14 @@ class TiffSource:
                 )
             array = zarr.open_array(s.aszarr(level=0, squeeze=False), mode="r")
             if tuple(array.shape) != shape:
-                raise InputError(
+                raise ReaderError(
                     self.path, f"series {index}: tifffile store shape {array.shape} != {shape}"
                 )
             groups: dict[str, list[int]] = {k: [] for k in AXES}
             for i, code in enumerate(axes):
                 groups[TIFF_AXIS_TARGET.get(code, "z")].append(i)
             if len(groups["y"]) != 1 or len(groups["x"]) != 1:
-                raise InputError(self.path, f"series {index}: axes {axes} have no single Y and X")
+                raise ReaderError(self.path, f"series {index}: axes {axes} have no single Y and X")
             sizes = {k: [shape[i] for i in v] for k, v in groups.items()}
             full = tuple(int(np.prod(sizes[k], dtype=np.int64)) for k in AXES)
             keyframe = s.keyframe
@@ -417,7 +448,7 @@ class TiffSource:
         try:
             rows = np.asarray(entry.array[tuple(index)])
         except Exception as exc:
-            raise InputError(self.path, f"tifffile cannot decode series {series}: {exc}") from exc
+            raise ReaderError(self.path, f"tifffile cannot decode series {series}: {exc}") from exc
         if rows.dtype.kind == "b":
             rows = rows.astype(np.uint8)
         if not rows.dtype.isnative:
@@ -487,7 +518,12 @@ def open_source(src: str | Path, reader: str = "auto", *, java_heap: str = "2g")
         use = "bioformats"
     source: ImageSource
     if use == "tifffile":
-        source = TiffSource(src)
+        try:
+            source = TiffSource(src)
+        except ReaderError as exc:
+            if reader != "auto":
+                raise
+            source = open_fallback(src, exc, java_heap=java_heap)
     else:
         from imagedepot.convert.bioformats import BioFormatsSource
 
@@ -498,6 +534,58 @@ def open_source(src: str | Path, reader: str = "auto", *, java_heap: str = "2g")
         source.close()
         raise
     return source
+
+
+def open_fallback(src: str | Path, failure: ReaderError, *, java_heap: str = "2g") -> ImageSource:
+    """Open ``src`` with Bio-Formats after tifffile failed with ``failure`` (``reader="auto"``).
+
+    The returned source carries the fallback (``fallback``, and a note for the report).
+
+    Raises
+    ------
+    InputError
+        Bio-Formats cannot read the file either (or is not installed): the reason names what
+        each reader said, so a quarantined item shows both.
+    """
+    from imagedepot.convert.bioformats import BioFormatsSource
+
+    first = failure.reason
+    try:
+        source = BioFormatsSource(src, java_heap=java_heap)
+    except InputError as exc:
+        raise InputError(
+            src, f"no reader can read it: tifffile: {first}; Bio-Formats: {exc.reason}"
+        ) from exc
+    log.warning("%s: tifffile failed (%s); reading it with Bio-Formats", src, first)
+    source.fallback = {"from": "tifffile", "to": "bioformats", "reason": first}
+    source.notes.insert(0, f"tifffile could not read this file ({first}); read with Bio-Formats")
+    return source
+
+
+def _convert_with_fallback(
+    src: Path, reader: str, java_heap: str, run: Callable[[ImageSource], None]
+) -> None:
+    """Open ``src`` and ``run`` the conversion on it; with ``reader="auto"``, a tifffile failure
+    while decoding pixels (after opening went well) runs the whole conversion again with
+    Bio-Formats (the first attempt's partial output is discarded by its ``atomic_path``)."""
+    source = open_source(src, reader, java_heap=java_heap)
+    try:
+        run(source)
+        return
+    except ReaderError as exc:
+        if reader != "auto" or source.reader != "tifffile":
+            raise
+        failure = exc
+    finally:
+        source.close()
+    with contextlib.closing(open_fallback(src, failure, java_heap=java_heap)) as second:
+        try:
+            run(second)
+        except InputError as exc:
+            raise InputError(
+                src,
+                f"no reader can read it: tifffile: {failure.reason}; Bio-Formats: {exc.reason}",
+            ) from exc
 
 
 def binary_only_metadata(path: str | Path) -> Path | None:
@@ -1295,37 +1383,48 @@ def convert_to_ome_zarr(
             "threads": n_threads,
         },
     )
-    with contextlib.ExitStack() as stack:
-        source = open_source(src, reader, java_heap=java_heap)
-        stack.callback(source.close)
-        opened = _open_labels(labels, source.series[0], stack, java_heap) if labels else []
-        report.tool = source.reader
-        report.inputs = source.used_files()
-        report.input_count = len(report.inputs)
-        report.versions = {**source.versions(), "zarr": str(zarr.__version__)}
-        report.messages.extend(source.notes)
-        with (
-            atomic_path(out, force=force, is_dir=True, remove_stale=True) as tmp,
-            zarr.config.set({"async.concurrency": max(2, 2 * n_threads)}),
-        ):
-            root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
-            root.attrs.update(fmt.wrap({"bioformats2raw.layout": 3}))
-            for s, info in enumerate(source.series):
-                log.info("series %d/%d: %s %s", s + 1, len(source.series), info.shape, info.dtype)
-                shapes = _write_zarr_image(source, s, info, root, options)
-                entry = _image_report(info, shapes, str(out / str(s)))
-                if s == 0 and opened:
-                    entry["labels"] = _write_labels(root[str(s)], info, opened, options)
-                report.images.append(entry)
-            names = [str(s) for s in range(len(source.series))]
-            ome_group = root.create_group("OME")
-            ome_group.attrs.update(fmt.wrap({"series": names}))
-            xml, note = _metadata_xml(source)
-            if note:
-                report.messages.append(note)
-            (tmp / "OME" / "METADATA.ome.xml").write_text(xml, encoding="utf-8")
+
+    def run(source: ImageSource) -> None:
+        _start_report(report, source, {"zarr": str(zarr.__version__)})
+        with contextlib.ExitStack() as stack:
+            opened = _open_labels(labels, source.series[0], stack, java_heap) if labels else []
+            with (
+                atomic_path(out, force=force, is_dir=True, remove_stale=True) as tmp,
+                zarr.config.set({"async.concurrency": max(2, 2 * n_threads)}),
+            ):
+                root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
+                root.attrs.update(fmt.wrap({"bioformats2raw.layout": 3}))
+                for s, info in enumerate(source.series):
+                    log.info(
+                        "series %d/%d: %s %s", s + 1, len(source.series), info.shape, info.dtype
+                    )
+                    shapes = _write_zarr_image(source, s, info, root, options)
+                    entry = _image_report(info, shapes, str(out / str(s)))
+                    if s == 0 and opened:
+                        entry["labels"] = _write_labels(root[str(s)], info, opened, options)
+                    report.images.append(entry)
+                names = [str(s) for s in range(len(source.series))]
+                ome_group = root.create_group("OME")
+                ome_group.attrs.update(fmt.wrap({"series": names}))
+                xml, note = _metadata_xml(source)
+                if note:
+                    report.messages.append(note)
+                (tmp / "OME" / "METADATA.ome.xml").write_text(xml, encoding="utf-8")
+
+    _convert_with_fallback(Path(src), reader, java_heap, run)
     report.outputs = [str(out)]
     return report
+
+
+def _start_report(report: ConvertReport, source: ImageSource, versions: dict[str, str]) -> None:
+    """Fill what the reader tells (again, when a conversion is retried with another reader)."""
+    report.tool = source.reader
+    report.reader_fallback = source.fallback
+    report.inputs = source.used_files()
+    report.input_count = len(report.inputs)
+    report.versions = {**source.versions(), **versions}
+    report.messages = list(source.notes)
+    report.images = []
 
 
 def _metadata_xml(source: ImageSource) -> tuple[str, str | None]:
@@ -1437,11 +1536,6 @@ def _tiff_compression(name: str) -> str | None:
         raise ValueError(f"compression {name!r}: use one of {', '.join(TIFF_COMPRESSIONS)}")
     if name == "none":
         return None
-    if name in ("zstd", "lzw"):
-        import importlib.util
-
-        if importlib.util.find_spec("imagecodecs") is None:
-            raise ImagedepotError(f"compression {name} needs imagecodecs: pip install imagecodecs")
     return name
 
 
@@ -1573,7 +1667,7 @@ def convert_to_ome_tiff(
     tile
         Tile edge in pixels (a multiple of 16).
     compression
-        ``zlib`` (default), ``none``, or ``zstd`` / ``lzw`` when imagecodecs is installed.
+        ``zlib`` (default), ``none``, ``zstd`` or ``lzw``.
     pyramid_levels
         Resolution levels including full resolution.
     force, reader, java_heap, threads
@@ -1599,12 +1693,9 @@ def convert_to_ome_tiff(
             "threads": n_threads,
         },
     )
-    with contextlib.closing(open_source(src, reader, java_heap=java_heap)) as source:
-        report.tool = source.reader
-        report.inputs = source.used_files()
-        report.input_count = len(report.inputs)
-        report.versions = {**source.versions(), "tifffile": str(tifffile.__version__)}
-        report.messages.extend(source.notes)
+
+    def run(source: ImageSource) -> None:
+        _start_report(report, source, {"tifffile": str(tifffile.__version__)})
         xml, note = ome_tiff_xml(source.ome_xml(), source.series)
         if note:
             report.messages.append(note)
@@ -1619,6 +1710,8 @@ def convert_to_ome_tiff(
                     tw, source, s, info, Path(scratch), options, xml if s == 0 else None
                 )
                 report.images.append(_image_report(info, shapes, str(out)))
+
+    _convert_with_fallback(Path(src), reader, java_heap, run)
     report.outputs = [str(out)]
     return report
 
