@@ -96,6 +96,10 @@ class SeriesInfo:
     row_block
         Rows the reader decodes at once (strip or tile height; the plane height when the plane is
         stored as one block). Readers are asked for whole multiples of it.
+    layout
+        How the source's dimensions became ``t, c, z, y, x`` when that is not one to one (moduli
+        moved into the channels, a line scan's Z or T taken back from Y...); None otherwise.
+        Reported with the image.
     """
 
     index: int
@@ -106,6 +110,7 @@ class SeriesInfo:
     channel_names: list[str | None]
     channel_colors: list[str | None]
     row_block: int = 0
+    layout: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""

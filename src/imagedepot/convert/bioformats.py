@@ -37,6 +37,16 @@ from typing import Any
 import numpy as np
 
 from imagedepot.convert import SeriesInfo
+from imagedepot.convert.axes import (
+    Modulo,
+    ModuloPlan,
+    XmlRemap,
+    expand_channels,
+    modulo,
+    plan_moduli,
+    remap_for_moduli,
+    remap_ome_xml,
+)
 from imagedepot.errors import ImagedepotError, InputError
 
 log = logging.getLogger(__name__)
@@ -257,6 +267,9 @@ class BioFormatsSource:
                 self.path, f"Bio-Formats cannot read it: {_java_message(exc)}"
             ) from exc
         self._dtypes: list[np.dtype] = []
+        #: Per series: how written (t, c, z) planes map to the reader's (see ``_plane``).
+        self._plans: list[ModuloPlan | None] = []
+        self._xml_remaps: dict[int, XmlRemap] = {}
         self._buffer: Any = None
         self._direct: Any = None
         self._view: Any = None  # memoryview of the direct buffer
@@ -292,7 +305,7 @@ class BioFormatsSource:
         dtype = np.dtype(PIXEL_TYPES[type_name]).newbyteorder("<" if r.isLittleEndian() else ">")
         self._dtypes.append(dtype)
         c_n = int(r.getEffectiveSizeC())
-        shape = (int(r.getSizeT()), c_n, int(r.getSizeZ()), int(r.getSizeY()), int(r.getSizeX()))
+        z_n, t_n = int(r.getSizeZ()), int(r.getSizeT())
         names: list[str | None] = [None] * c_n
         colors: list[str | None] = [None] * c_n
         meta = self._meta
@@ -304,6 +317,24 @@ class BioFormatsSource:
                 if color is not None:
                     v = int(color.getValue()) & 0xFFFFFFFF
                     colors[c] = f"{(v >> 24) & 0xFF:02X}{(v >> 16) & 0xFF:02X}{(v >> 8) & 0xFF:02X}"
+        plan = plan_moduli(self._moduli(), (z_n, c_n, t_n))
+        self._plans.append(plan if plan is not None and (plan.moved or plan.kept) else None)
+        layout = None
+        if plan is not None:
+            self.notes.extend(f"series {s}: {note}" for note in plan.notes)
+        if plan is not None and (plan.moved or plan.kept):
+            t_n, c_n, z_n = plan.shape
+            original = list(names)
+            names, colors, _ = expand_channels(plan, names, colors)
+            self._xml_remaps[s] = remap_for_moduli(plan, s, original)
+            layout = plan.describe()
+            for m in plan.moved:
+                self.notes.append(
+                    f"series {s}: {m.size} {m.type} positions that Bio-Formats folds into "
+                    f"{m.along} are written as channels (inner to the source channels), "
+                    f"not as {'depth' if m.along == 'Z' else 'time'}"
+                )
+        shape = (t_n, c_n, z_n, int(r.getSizeY()), int(r.getSizeX()))
         name = meta.getImageName(s) if s < int(meta.getImageCount()) else None
         return SeriesInfo(
             index=s,
@@ -319,7 +350,39 @@ class BioFormatsSource:
             channel_names=names,
             channel_colors=colors,
             row_block=max(1, min(int(r.getOptimalTileHeight()), shape[3])),
+            layout=layout,
         )
+
+    def _moduli(self) -> list[Modulo]:
+        """The current series' moduli longer than 1 (``getModuloZ/C/T``)."""
+        found = []
+        for along in "ZCT":
+            m = getattr(self._reader, f"getModulo{along}")()
+            if m is None or int(m.length()) <= 1:
+                continue
+            labels = [str(x) for x in m.labels] if m.labels is not None else None
+            found.append(
+                modulo(
+                    along,
+                    str(m.type) if m.type is not None else None,
+                    int(m.length()),
+                    start=float(m.start),
+                    step=float(m.step),
+                    end=float(m.end),
+                    unit=str(m.unit) if m.unit is not None else None,
+                    labels=labels,
+                    description=str(m.typeDescription) if m.typeDescription is not None else None,
+                )
+            )
+        return found
+
+    def _plane(self, series: int, t: int, c: int, z: int) -> int:
+        """The reader's plane index of written plane ``(t, c, z)`` of ``series``."""
+        plan = self._plans[series]
+        if plan is None:
+            return int(self._reader.getIndex(z, c, t))
+        z_src, c_src, t_src = plan.source_coords(t, c, z)
+        return int(self._reader.getIndex(z_src, c_src, t_src))
 
     def _length(self, quantity: Any) -> float | None:
         return self._convert(quantity, self._units.MICROMETER)
@@ -351,7 +414,7 @@ class BioFormatsSource:
         step = max(1, min(y1 - y0, MAX_READ_BYTES // row_bytes))
         buffer, direct, view = self._buffers(step * row_bytes)
         try:
-            index = int(r.getIndex(z, c, t))
+            index = self._plane(series, t, c, z)
             for y in range(y0, y1, step):
                 h = min(step, y1 - y)
                 r.openBytes(index, buffer, 0, y, x_n, h)
@@ -387,8 +450,9 @@ class BioFormatsSource:
         self._buffer = self._direct = self._view = None
 
     def ome_xml(self) -> str:
-        """OME-XML of the metadata store Bio-Formats filled."""
-        return str(self._service.getOMEXML(self._meta))
+        """OME-XML of the metadata store Bio-Formats filled, rewritten where dimensions were
+        remapped (moduli written as channels)."""
+        return remap_ome_xml(str(self._service.getOMEXML(self._meta)), self._xml_remaps)
 
     def used_files(self) -> list[str]:
         """Every file of the fileset, as Bio-Formats lists them."""

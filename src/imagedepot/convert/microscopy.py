@@ -57,6 +57,15 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from imagedepot.convert import AXES, ConvertReport, ImageSource, SeriesInfo
+from imagedepot.convert.axes import (
+    ModuloPlan,
+    XmlRemap,
+    expand_channels,
+    parse_xml_moduli,
+    plan_moduli,
+    remap_for_moduli,
+    remap_ome_xml,
+)
 from imagedepot.errors import ImagedepotError, InputError, ReaderError
 from imagedepot.io import atomic_path, check_overwrite, temp_prefix
 
@@ -187,6 +196,13 @@ def parse_ome_xml(text: str) -> list[dict[str, Any]]:
     return images
 
 
+def register_namespaces(text: str) -> None:
+    """Register the namespace prefixes of ``text`` so ElementTree writes them back as they were."""
+    for _event, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):  # noqa: S314
+        with contextlib.suppress(ValueError):
+            ET.register_namespace(prefix, uri)
+
+
 def metadata_only_ome_xml(text: str) -> str:
     """The OME-XML with pixel references removed, as the bioformats2raw layout requires.
 
@@ -294,6 +310,7 @@ class TiffSource:
         self.series: list[SeriesInfo] = []
         self.notes: list[str] = []
         self.fallback: dict[str, str] | None = None
+        self._xml_remaps: dict[int, XmlRemap] = {}
         try:
             self._scan()
             if not self.series:
@@ -341,6 +358,7 @@ class TiffSource:
 
         tif = self._tif
         ome = parse_ome_xml(tif.ome_metadata) if tif.is_ome and tif.ome_metadata else []
+        moduli = parse_xml_moduli(_parse_xml(str(tif.ome_metadata))) if ome else []
         if not (tif.is_ome and tif.ome_metadata) and _looks_like_ome(tif):
             # tifffile only accepts OME-XML that ends in "OME>": a truncated or damaged one is
             # ignored, and channel names, physical sizes... would vanish without a word.
@@ -371,6 +389,12 @@ class TiffSource:
             groups: dict[str, list[int]] = {k: [] for k in AXES}
             for i, code in enumerate(axes):
                 groups[TIFF_AXIS_TARGET.get(code, "z")].append(i)
+            plan = None
+            if index < len(moduli) and index < len(ome) and moduli[index]:
+                size = ome[index]["size"]
+                plan = plan_moduli(moduli[index], (size["z"], size["c"], size["t"]))
+            if plan is not None and (plan.moved or plan.kept):
+                groups = self._modulo_groups(index, axes, groups, plan)
             if len(groups["y"]) != 1 or len(groups["x"]) != 1:
                 raise ReaderError(self.path, f"series {index}: axes {axes} have no single Y and X")
             sizes = {k: [shape[i] for i in v] for k, v in groups.items()}
@@ -391,8 +415,65 @@ class TiffSource:
                 row_block=max(1, min(row_block, full[3])),
             )
             self._fill_metadata(info, ome[index] if index < len(ome) else None, keyframe)
+            if plan is not None and plan.notes:
+                self.notes.extend(f"series {index}: {note}" for note in plan.notes)
+            if plan is not None and (plan.moved or plan.kept):
+                self._apply_modulo_plan(info, plan, ome[index])
             self._series.append(_TiffSeries(array, axes, groups, sizes))
             self.series.append(info)
+
+    def _modulo_groups(
+        self, index: int, axes: str, groups: dict[str, list[int]], plan: ModuloPlan
+    ) -> dict[str, list[int]]:
+        """Axis groups of an OME series with moduli: every modulo axis (tifffile's codes after
+        their parent, or in its place) goes to ``c``, inner to the channels, Z's before T's."""
+        parents: dict[int, str] = {}
+        absent = [
+            m.along
+            for m in (*plan.moved, *([plan.kept] if plan.kept else []))
+            if m.along not in axes
+        ]
+        for i, code in enumerate(axes):
+            if code in "TZCYXS":
+                continue
+            if i > 0 and axes[i - 1] in "TZC":
+                parents[i] = axes[i - 1]
+            elif absent:
+                parents[i] = absent.pop(0)
+            else:
+                raise ReaderError(
+                    self.path,
+                    f"series {index}: cannot tell which axis modulo {code!r} of {axes} divides",
+                )
+        rank = {"C": 1, "Z": 2, "T": 3}
+        out = {k: [i for i in v if i not in parents] for k, v in groups.items()}
+        out["c"] = sorted(
+            [*out["c"], *parents],
+            key=lambda i: 0 if axes[i] == "C" else 4 if axes[i] == "S" else rank[parents[i]],
+        )
+        return out
+
+    def _apply_modulo_plan(self, info: SeriesInfo, plan: ModuloPlan, ome: dict[str, Any]) -> None:
+        """Channel names and wavelengths, the OME-XML rewrite and notes for moduli."""
+        t, c, z = plan.shape
+        if info.shape[:3] != (t, c, z):
+            raise ReaderError(
+                self.path,
+                f"series {info.index}: tifffile's axes give {info.shape[:3]} (t, c, z), the "
+                f"OME-XML's moduli {(t, c, z)}",
+            )
+        channels = ome["channels"]
+        names = [ch["name"] for ch in channels] if len(channels) == plan.sizes[1] else []
+        colors = [ch["color"] for ch in channels] if len(channels) == plan.sizes[1] else []
+        info.channel_names, info.channel_colors, _ = expand_channels(plan, names, colors)
+        self._xml_remaps[info.index] = remap_for_moduli(plan, info.index, names)
+        info.layout = plan.describe()
+        for m in plan.moved:
+            self.notes.append(
+                f"series {info.index}: {m.size} {m.type} positions that the OME-XML folds into "
+                f"{m.along} are written as channels (inner to the source channels), not as "
+                f"{'depth' if m.along == 'Z' else 'time'}"
+            )
 
     def _fill_metadata(self, info: SeriesInfo, ome: dict[str, Any] | None, keyframe: Any) -> None:
         _, c, _, y, x = info.shape
@@ -461,7 +542,7 @@ class TiffSource:
         """The file's OME-XML, or one made from what tifffile found."""
         tif = self._tif
         if tif.is_ome and tif.ome_metadata:
-            return str(tif.ome_metadata)
+            return remap_ome_xml(str(tif.ome_metadata), self._xml_remaps)
         return ome_xml_from_series(self.series)
 
     def used_files(self) -> list[str]:
@@ -1138,6 +1219,7 @@ def _image_report(info: SeriesInfo, levels: list[Shape5], path: str) -> dict[str
         "physical_size": dict(info.physical_size),
         "channel_names": list(info.channel_names),
         "levels": [list(s) for s in levels],
+        **({"layout": info.layout} if info.layout else {}),
     }
 
 
