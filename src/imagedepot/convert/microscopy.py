@@ -17,6 +17,10 @@ the image's height, plane count or series count. Zarr compresses the chunks of e
 concurrently; tifffile compresses tiles in threads. (Converting also asks glibc to keep freed
 memory padded, see :func:`tune_allocator`.) Every image is five-dimensional, axes
 ``t, c, z, y, x``; RGB samples become channels. Physical sizes are in micrometres and seconds.
+Dimensions a reader folds into Z, C or T (OME/Bio-Formats moduli: wavelength sweeps, lifetime
+bins, phases, rotations) and Leica LIF line scans and wavelength sweeps that Bio-Formats reports
+as other axes are written as described in :mod:`imagedepot.convert.axes` (each image's report
+says how, under ``layout``).
 
 OME-Zarr layout (bioformats2raw transitional layout of NGFF 0.4 / 0.5)::
 

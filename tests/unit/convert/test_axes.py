@@ -223,3 +223,104 @@ def test_excitation_sweep_sets_excitation_wavelength() -> None:
     assert plan is not None
     _, _, waves = axes.expand_channels(plan, [None], [None])
     assert waves == [{"excitation": 488.0}, {"excitation": 538.0}]
+
+
+# --------------------------------------------------------------------------- Leica LIF
+
+
+def _lif_file(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
+    """A LIF with an XZ scan (2 channels line-interleaved, 3 time points), an XT scan and an
+    XYZ wavelength sweep (5 emission wavelengths, 500-580 nm)."""
+    from .lif import LifDim, LifImage, write_lif
+
+    xz = pattern((3, 8, 2, 16), "uint16", seed=21)  # memory: T, Z, C, X
+    xt = pattern((12, 20), "uint8", seed=22)  # memory: T, X
+    sweep = pattern((5, 3, 6, 10), "uint16", seed=23)  # memory: λ, Z, Y, X
+    images = [
+        LifImage(
+            "xz",
+            [LifDim(1, 16, 15e-6), LifDim(3, 8, 14e-6), LifDim(4, 3, 20.0, "s")],
+            2,
+            xz,
+            channel_after=0,
+        ),
+        LifImage("xt", [LifDim(1, 20, 19e-6), LifDim(4, 12, 1.1, "s")], 1, xt),
+        LifImage(
+            "sweep",
+            [
+                LifDim(1, 10, 4.5e-6),
+                LifDim(2, 6, 2.5e-6),
+                LifDim(3, 3, 4e-6),
+                LifDim(5, 5, 80e-9, "m", 500e-9),
+            ],
+            1,
+            sweep,
+        ),
+    ]
+    src = write_lif(tmp_path / "scans.lif", images)
+    return src, {"xz": xz, "xt": xt, "sweep": sweep}
+
+
+@pytest.mark.bioformats
+def test_lif_line_scans_and_wavelength_sweep(tmp_path: Path) -> None:
+    """The reported LIF cases: Bio-Formats reads an XZ scan's Z (and an XT scan's T) as Y and a
+    wavelength sweep as T or Z; written, they are Z (T) with Y = 1, and channels."""
+    src, data = _lif_file(tmp_path)
+    source = open_source(src)
+    try:
+        shapes = [info.shape for info in source.series]
+    finally:
+        source.close()
+    assert shapes == [(3, 2, 8, 1, 16), (12, 1, 1, 1, 20), (1, 5, 3, 6, 10)]
+    out = tmp_path / "out.ome.zarr"
+    report = convert_to_ome_zarr(src, out, chunks=(16, 16), ngff_version="0.5")
+    xz, xt, sweep = ome_zarr_images(out)
+    # XZ: memory T, Z, C, X -> t, c, z, y=1, x
+    np.testing.assert_array_equal(xz["data"], data["xz"].transpose(0, 2, 1, 3)[:, :, :, None, :])
+    assert xz["physical_size"]["z"] == pytest.approx(2.0)  # 14 µm over 7 steps
+    assert xz["physical_size"]["t"] == pytest.approx(10.0)
+    assert xz["physical_size"]["y"] is None
+    np.testing.assert_array_equal(xt["data"], data["xt"][:, None, None, None, :])
+    assert xt["physical_size"]["t"] == pytest.approx(0.1)
+    np.testing.assert_array_equal(sweep["data"], data["sweep"][None])
+    assert sweep["channel_names"] == [f"λ {w} nm" for w in range(500, 581, 20)]
+    assert sweep["physical_size"]["z"] == pytest.approx(2.0)
+    assert report.images[0]["layout"]["dimensions"][1] == {"DimID": 3, "name": "Z", "size": 8}
+    assert any("XZ line scan" in m for m in report.messages)
+    assert any("XT line scan" in m for m in report.messages)
+    ome = ome_types.from_xml((out / "OME" / "METADATA.ome.xml").read_text())
+    px = [image.pixels for image in ome.images]
+    assert [(p.size_t, p.size_c, p.size_z, p.size_y) for p in px] == [
+        (3, 2, 8, 1),
+        (12, 1, 1, 1),
+        (1, 5, 3, 6),
+    ]
+    assert [ch.emission_wavelength for ch in px[2].channels] == [500, 520, 540, 560, 580]
+    assert validate_path(out).valid, validate_path(out).errors
+
+
+def test_lif_layout_refuses_what_it_cannot_map() -> None:
+    dims = [
+        axes.LifDimension(1, 16, 0, 15e-6, "m", 2),
+        axes.LifDimension(3, 8, 0, 7e-6, "m", 32),
+    ]
+    sizes = {"x": 16, "y": 8, "image_count": 1}
+    layout, reason = axes.lif_layout(
+        dims, [0], bf_sizes=sizes, bf_physical={"x": 1.0}, bytes_per_pixel=2
+    )
+    assert layout is not None and reason is None and layout.shape == (1, 1, 8, 1)
+    # Sizes Bio-Formats does not report the same way: left alone, with the reason.
+    layout, reason = axes.lif_layout(
+        dims, [0], bf_sizes={**sizes, "y": 1}, bf_physical={}, bytes_per_pixel=2
+    )
+    assert layout is None and "do not match" in str(reason)
+    # A dimension whose meaning is not known.
+    odd = [*dims, axes.LifDimension(6, 4, 0, 0, "", 256)]
+    layout, reason = axes.lif_layout(odd, [0], bf_sizes=sizes, bf_physical={}, bytes_per_pixel=2)
+    assert layout is None and "[6]" in str(reason)
+    # An ordinary XYZ image needs nothing.
+    xyz = [dims[0], axes.LifDimension(2, 8, 0, 7e-6, "m", 32), dims[1]]
+    assert axes.lif_layout(xyz, [0], bf_sizes=sizes, bf_physical={}, bytes_per_pixel=2) == (
+        None,
+        None,
+    )
