@@ -21,6 +21,15 @@ class InputError(ImagedepotError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ReaderError(InputError):
+    """One reader cannot read (or decode) a file that another reader may read.
+
+    Raised by the tifffile microscopy reader for files it cannot parse or decode (an unsupported
+    compression, an unusual layout); ``reader="auto"`` then tries Bio-Formats. Not raised for what
+    no reader can fix (planes missing from a multi-file set).
+    """
+
+
 class ConfigError(ImagedepotError):
     """The configuration, sample sheet or policy is invalid (the message says what to fix)."""
 

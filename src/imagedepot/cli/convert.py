@@ -163,7 +163,7 @@ def _tiff_layout(p: argparse.ArgumentParser, *, default: bool) -> None:
         "--compression",
         choices=("zlib", "zstd", "lzw", "none"),
         default="zlib" if default else None,
-        help="OME-TIFF tile compression (default zlib; zstd and lzw need imagecodecs)",
+        help="OME-TIFF tile compression (default zlib)",
     )
 
 

@@ -55,6 +55,10 @@ class ConvertReport:
         sizes, channel names, pyramid levels; for NIfTI, shape, voxel sizes and orientation.
     messages
         Warnings and notes from the tool.
+    reader_fallback
+        Microscopy with ``reader="auto"``: set when the first reader (tifffile) could not read the
+        file and Bio-Formats read it instead: ``from``, ``to`` and ``reason`` (what the first
+        reader said). None when the first reader was used.
     """
 
     step: str
@@ -67,6 +71,7 @@ class ConvertReport:
     options: dict[str, Any] = field(default_factory=dict)
     images: list[dict[str, Any]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    reader_fallback: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -91,6 +96,10 @@ class SeriesInfo:
     row_block
         Rows the reader decodes at once (strip or tile height; the plane height when the plane is
         stored as one block). Readers are asked for whole multiples of it.
+    layout
+        How the source's dimensions became ``t, c, z, y, x`` when that is not one to one (moduli
+        moved into the channels, a line scan's Z or T taken back from Y...); None otherwise.
+        Reported with the image.
     """
 
     index: int
@@ -101,6 +110,7 @@ class SeriesInfo:
     channel_names: list[str | None]
     channel_colors: list[str | None]
     row_block: int = 0
+    layout: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON form."""
@@ -119,6 +129,8 @@ class ImageSource(Protocol):
     series: list[SeriesInfo]
     #: Notes for the report (e.g. resolutions in the source that are recomputed, not copied).
     notes: list[str]
+    #: Set when ``reader="auto"`` fell back to this reader: ``from``, ``to``, ``reason``.
+    fallback: dict[str, str] | None
 
     def read_rows(self, series: int, t: int, c: int, z: int, y0: int, y1: int) -> np.ndarray:
         """Return rows ``y0:y1`` of one plane as a ``(y1 - y0, x)`` array of the series dtype."""

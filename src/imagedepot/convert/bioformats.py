@@ -26,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import re
 import shutil
@@ -37,6 +38,19 @@ from typing import Any
 import numpy as np
 
 from imagedepot.convert import SeriesInfo
+from imagedepot.convert.axes import (
+    LifLayout,
+    Modulo,
+    ModuloPlan,
+    XmlRemap,
+    expand_channels,
+    lif_dimensions,
+    lif_layout,
+    modulo,
+    plan_moduli,
+    remap_for_moduli,
+    remap_ome_xml,
+)
 from imagedepot.errors import ImagedepotError, InputError
 
 log = logging.getLogger(__name__)
@@ -257,12 +271,17 @@ class BioFormatsSource:
                 self.path, f"Bio-Formats cannot read it: {_java_message(exc)}"
             ) from exc
         self._dtypes: list[np.dtype] = []
+        #: Per series: how written (t, c, z) planes map to the reader's (see ``_plane``).
+        self._plans: list[ModuloPlan | None] = []
+        self._lif: list[LifLayout | None] = []
+        self._xml_remaps: dict[int, XmlRemap] = {}
         self._buffer: Any = None
         self._direct: Any = None
         self._view: Any = None  # memoryview of the direct buffer
         self._pool = _BandPool()
         self.series: list[SeriesInfo] = []
         self.notes: list[str] = []
+        self.fallback: dict[str, str] | None = None
         try:
             for s in range(int(self._reader.getSeriesCount())):
                 self.series.append(self._series_info(s))
@@ -291,7 +310,7 @@ class BioFormatsSource:
         dtype = np.dtype(PIXEL_TYPES[type_name]).newbyteorder("<" if r.isLittleEndian() else ">")
         self._dtypes.append(dtype)
         c_n = int(r.getEffectiveSizeC())
-        shape = (int(r.getSizeT()), c_n, int(r.getSizeZ()), int(r.getSizeY()), int(r.getSizeX()))
+        z_n, t_n = int(r.getSizeZ()), int(r.getSizeT())
         names: list[str | None] = [None] * c_n
         colors: list[str | None] = [None] * c_n
         meta = self._meta
@@ -303,22 +322,117 @@ class BioFormatsSource:
                 if color is not None:
                     v = int(color.getValue()) & 0xFFFFFFFF
                     colors[c] = f"{(v >> 24) & 0xFF:02X}{(v >> 16) & 0xFF:02X}{(v >> 8) & 0xFF:02X}"
+        plan = plan_moduli(self._moduli(), (z_n, c_n, t_n))
+        self._plans.append(plan if plan is not None and (plan.moved or plan.kept) else None)
+        layout = None
+        if plan is not None:
+            self.notes.extend(f"series {s}: {note}" for note in plan.notes)
+        if plan is not None and (plan.moved or plan.kept):
+            t_n, c_n, z_n = plan.shape
+            original = list(names)
+            names, colors, _ = expand_channels(plan, names, colors)
+            self._xml_remaps[s] = remap_for_moduli(plan, s, original)
+            layout = plan.describe()
+            for m in plan.moved:
+                self.notes.append(
+                    f"series {s}: {m.size} {m.type} positions that Bio-Formats folds into "
+                    f"{m.along} are written as channels (inner to the source channels), "
+                    f"not as {'depth' if m.along == 'Z' else 'time'}"
+                )
+        shape = (t_n, c_n, z_n, int(r.getSizeY()), int(r.getSizeX()))
         name = meta.getImageName(s) if s < int(meta.getImageCount()) else None
+        physical = {
+            "x": self._length(meta.getPixelsPhysicalSizeX(s)),
+            "y": self._length(meta.getPixelsPhysicalSizeY(s)),
+            "z": self._length(meta.getPixelsPhysicalSizeZ(s)),
+            "t": self._time(meta.getPixelsTimeIncrement(s)),
+        }
+        row_block = max(1, min(int(r.getOptimalTileHeight()), shape[3]))
+        lif = self._lif_layout(s, dtype, physical) if self._plans[-1] is None else None
+        self._lif.append(lif)
+        if lif is not None:
+            shape = (*lif.shape, shape[4])
+            physical = dict(lif.physical)
+            if lif.lambda_sizes:  # channels are new: named and coloured by wavelength
+                names = list[str | None](lif.channel_names)
+                colors = [None] * len(names)
+            layout = lif.description
+            row_block = shape[3] if lif.y_stride else 1
+            self.notes.extend(f"series {s}: {note}" for note in lif.description["notes"])
         return SeriesInfo(
             index=s,
             name=str(name) if name is not None else None,
             shape=shape,
             dtype=dtype.newbyteorder("=").name,
-            physical_size={
-                "x": self._length(meta.getPixelsPhysicalSizeX(s)),
-                "y": self._length(meta.getPixelsPhysicalSizeY(s)),
-                "z": self._length(meta.getPixelsPhysicalSizeZ(s)),
-                "t": self._time(meta.getPixelsTimeIncrement(s)),
-            },
+            physical_size=physical,
             channel_names=names,
             channel_colors=colors,
-            row_block=max(1, min(int(r.getOptimalTileHeight()), shape[3])),
+            row_block=row_block,
+            layout=layout,
         )
+
+    def _lif_layout(
+        self, s: int, dtype: np.dtype, physical: dict[str, float | None]
+    ) -> LifLayout | None:
+        """The layout of a Leica LIF series whose line scan or wavelength sweep Bio-Formats
+        reports as other axes (see :func:`imagedepot.convert.axes.lif_layout`), or None."""
+        r = self._reader
+        if str(r.getFormat()) != "Leica Image File Format" or bool(r.isRGB()):
+            return None
+        table = r.getSeriesMetadata()
+        metadata = {str(k): str(table.get(k)) for k in table.keySet()}
+        found = lif_dimensions(metadata)
+        if found is None:
+            return None
+        dims, channel_bytes = found
+        layout, reason = lif_layout(
+            dims,
+            channel_bytes,
+            bf_sizes={
+                "x": int(r.getSizeX()),
+                "y": int(r.getSizeY()),
+                "image_count": int(r.getImageCount()),
+            },
+            bf_physical=physical,
+            bytes_per_pixel=dtype.itemsize,
+        )
+        if reason:
+            self.notes.append(f"series {s}: written as Bio-Formats reports it ({reason})")
+            log.warning("%s series %d: %s", self.path, s, reason)
+        if layout is not None:
+            self._xml_remaps[s] = _lif_xml_remap(s, layout)
+        return layout
+
+    def _moduli(self) -> list[Modulo]:
+        """The current series' moduli longer than 1 (``getModuloZ/C/T``)."""
+        found = []
+        for along in "ZCT":
+            m = getattr(self._reader, f"getModulo{along}")()
+            if m is None or int(m.length()) <= 1:
+                continue
+            labels = [str(x) for x in m.labels] if m.labels is not None else None
+            found.append(
+                modulo(
+                    along,
+                    str(m.type) if m.type is not None else None,
+                    int(m.length()),
+                    start=float(m.start),
+                    step=float(m.step),
+                    end=float(m.end),
+                    unit=str(m.unit) if m.unit is not None else None,
+                    labels=labels,
+                    description=str(m.typeDescription) if m.typeDescription is not None else None,
+                )
+            )
+        return found
+
+    def _plane(self, series: int, t: int, c: int, z: int) -> int:
+        """The reader's plane index of written plane ``(t, c, z)`` of ``series``."""
+        plan = self._plans[series]
+        if plan is None:
+            return int(self._reader.getIndex(z, c, t))
+        z_src, c_src, t_src = plan.source_coords(t, c, z)
+        return int(self._reader.getIndex(z_src, c_src, t_src))
 
     def _length(self, quantity: Any) -> float | None:
         return self._convert(quantity, self._units.MICROMETER)
@@ -341,6 +455,9 @@ class BioFormatsSource:
 
     def read_rows(self, series: int, t: int, c: int, z: int, y0: int, y1: int) -> np.ndarray:
         """Rows ``y0:y1`` of plane ``(t, c, z)`` of ``series``: ``(rows, x)``, native byte order."""
+        lif = self._lif[series]
+        if lif is not None:
+            return self._read_lines(series, lif, t, c, z, y0, y1)
         r = self._reader
         r.setSeries(series)
         dtype = self._dtypes[series]
@@ -350,7 +467,7 @@ class BioFormatsSource:
         step = max(1, min(y1 - y0, MAX_READ_BYTES // row_bytes))
         buffer, direct, view = self._buffers(step * row_bytes)
         try:
-            index = int(r.getIndex(z, c, t))
+            index = self._plane(series, t, c, z)
             for y in range(y0, y1, step):
                 h = min(step, y1 - y)
                 r.openBytes(index, buffer, 0, y, x_n, h)
@@ -361,6 +478,40 @@ class BioFormatsSource:
                 direct.put(buffer, 0, h * row_bytes)
                 rows = np.frombuffer(view, dtype=dtype, count=h * x_n).reshape(h, x_n)
                 out[y - y0 : y - y0 + h] = rows
+        except Exception as exc:
+            raise InputError(
+                self.path, f"Bio-Formats cannot read series {series}: {_java_message(exc)}"
+            ) from exc
+        return out
+
+    def _read_lines(
+        self, series: int, lif: LifLayout, t: int, c: int, z: int, y0: int, y1: int
+    ) -> np.ndarray:
+        """Rows of a remapped LIF series: each written row is a memory line that Bio-Formats
+        reads as row ``line % rows`` of its plane ``line // rows`` (runs of consecutive lines in
+        one plane are read at once)."""
+        r = self._reader
+        r.setSeries(series)
+        dtype = self._dtypes[series]
+        x_n = int(r.getSizeX())
+        out = np.empty((y1 - y0, x_n), dtype=dtype.newbyteorder("="))
+        row_bytes = x_n * dtype.itemsize
+        y = y0
+        try:
+            while y < y1:
+                line = lif.line(t, c, z, y)
+                no, row = divmod(line, lif.rows)
+                h = 1
+                if lif.y_stride == 1:
+                    h = min(y1 - y, lif.rows - row)
+                buffer, direct, view = self._buffers(h * row_bytes)
+                r.openBytes(no, buffer, 0, row, x_n, h)
+                direct.clear()
+                direct.put(buffer, 0, h * row_bytes)
+                out[y - y0 : y - y0 + h] = np.frombuffer(view, dtype=dtype, count=h * x_n).reshape(
+                    h, x_n
+                )
+                y += h
         except Exception as exc:
             raise InputError(
                 self.path, f"Bio-Formats cannot read series {series}: {_java_message(exc)}"
@@ -386,8 +537,9 @@ class BioFormatsSource:
         self._buffer = self._direct = self._view = None
 
     def ome_xml(self) -> str:
-        """OME-XML of the metadata store Bio-Formats filled."""
-        return str(self._service.getOMEXML(self._meta))
+        """OME-XML of the metadata store Bio-Formats filled, rewritten where dimensions were
+        remapped (moduli written as channels)."""
+        return remap_ome_xml(str(self._service.getOMEXML(self._meta)), self._xml_remaps)
 
     def used_files(self) -> list[str]:
         """Every file of the fileset, as Bio-Formats lists them."""
@@ -406,6 +558,30 @@ class BioFormatsSource:
             self._reader.close()
         except Exception as exc:  # closing must not mask the error that led here
             log.debug("closing the Bio-Formats reader: %s", exc)
+
+
+def _lif_xml_remap(s: int, lif: LifLayout) -> XmlRemap:
+    """OME-XML changes for a remapped LIF series: sizes, channels with wavelengths, physical
+    sizes; planes are dropped (they describe Bio-Formats' planes)."""
+    t, c, z, y = lif.shape
+    inner = math.prod(lif.lambda_sizes)
+    channels = []
+    for k in range(c):
+        attrs = {"ID": f"Channel:{s}:{k}"}
+        if lif.lambda_sizes:
+            attrs["Name"] = lif.channel_names[k]
+        for kind, nm in lif.wavelengths[k].items():
+            key = "EmissionWavelength" if kind == "emission" else "ExcitationWavelength"
+            attrs[key] = f"{nm:g}"
+            attrs[key + "Unit"] = "nm"
+        channels.append((k // inner, attrs))
+    keys = {"y": "PhysicalSizeY", "z": "PhysicalSizeZ", "t": "TimeIncrement"}
+    return XmlRemap(
+        sizes={"Y": y, "Z": z, "C": c, "T": t},
+        channels=channels,
+        physical={keys[a]: lif.physical.get(a) for a in keys},
+        plane=None,
+    )
 
 
 __all__ = [

@@ -17,6 +17,10 @@ the image's height, plane count or series count. Zarr compresses the chunks of e
 concurrently; tifffile compresses tiles in threads. (Converting also asks glibc to keep freed
 memory padded, see :func:`tune_allocator`.) Every image is five-dimensional, axes
 ``t, c, z, y, x``; RGB samples become channels. Physical sizes are in micrometres and seconds.
+Dimensions a reader folds into Z, C or T (OME/Bio-Formats moduli: wavelength sweeps, lifetime
+bins, phases, rotations) and Leica LIF line scans and wavelength sweeps that Bio-Formats reports
+as other axes are written as described in :mod:`imagedepot.convert.axes` (each image's report
+says how, under ``layout``).
 
 OME-Zarr layout (bioformats2raw transitional layout of NGFF 0.4 / 0.5)::
 
@@ -57,7 +61,16 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from imagedepot.convert import AXES, ConvertReport, ImageSource, SeriesInfo
-from imagedepot.errors import ImagedepotError, InputError
+from imagedepot.convert.axes import (
+    ModuloPlan,
+    XmlRemap,
+    expand_channels,
+    parse_xml_moduli,
+    plan_moduli,
+    remap_for_moduli,
+    remap_ome_xml,
+)
+from imagedepot.errors import ImagedepotError, InputError, ReaderError
 from imagedepot.io import atomic_path, check_overwrite, temp_prefix
 
 log = logging.getLogger(__name__)
@@ -187,6 +200,13 @@ def parse_ome_xml(text: str) -> list[dict[str, Any]]:
     return images
 
 
+def register_namespaces(text: str) -> None:
+    """Register the namespace prefixes of ``text`` so ElementTree writes them back as they were."""
+    for _event, (prefix, uri) in ET.iterparse(io.StringIO(text), events=("start-ns",)):  # noqa: S314
+        with contextlib.suppress(ValueError):
+            ET.register_namespace(prefix, uri)
+
+
 def metadata_only_ome_xml(text: str) -> str:
     """The OME-XML with pixel references removed, as the bioformats2raw layout requires.
 
@@ -289,27 +309,60 @@ class TiffSource:
         try:
             self._tif = tifffile.TiffFile(self.path)
         except Exception as exc:  # tifffile raises TiffFileError, ValueError, struct.error...
-            raise InputError(self.path, f"tifffile cannot read it: {exc}") from exc
+            raise ReaderError(self.path, f"tifffile cannot read it: {exc}") from exc
         self._series: list[_TiffSeries] = []
         self.series: list[SeriesInfo] = []
         self.notes: list[str] = []
+        self.fallback: dict[str, str] | None = None
+        self._xml_remaps: dict[int, XmlRemap] = {}
         try:
             self._scan()
+            if not self.series:
+                raise ReaderError(self.path, "no image in this TIFF")
+            self._probe()
         except InputError:
             self.close()
             raise
         except Exception as exc:
             self.close()
-            raise InputError(self.path, f"tifffile cannot read it: {exc}") from exc
-        if not self.series:
-            self.close()
-            raise InputError(self.path, "no image in this TIFF")
+            raise ReaderError(self.path, f"tifffile cannot read it: {exc}") from exc
+
+    def _probe(self) -> None:
+        """Decode one pixel of each series' first plane (once per distinct encoding).
+
+        A compression tifffile cannot decode (no codec installed, an unsupported variant) is then
+        found before anything is written, so ``reader="auto"`` can hand the file to Bio-Formats.
+        """
+        seen: set[tuple[Any, ...]] = set()
+        for s, entry in enumerate(self._series):
+            page = self._tif.series[s].keyframe
+            key = (
+                page.compression,
+                page.predictor,
+                page.photometric,
+                page.bitspersample,
+                page.sampleformat,
+                page.is_tiled,
+            )
+            if key in seen:
+                continue
+            seen.add(key)
+            index = tuple(slice(0, 1) for _ in entry.axes)
+            try:
+                np.asarray(entry.array[index])
+            except Exception as exc:  # codec errors come as ValueError, RuntimeError, codec types
+                raise ReaderError(
+                    self.path,
+                    f"tifffile cannot decode series {s} "
+                    f"({getattr(page.compression, 'name', page.compression)}): {exc}",
+                ) from exc
 
     def _scan(self) -> None:
         import zarr
 
         tif = self._tif
         ome = parse_ome_xml(tif.ome_metadata) if tif.is_ome and tif.ome_metadata else []
+        moduli = parse_xml_moduli(_parse_xml(str(tif.ome_metadata))) if ome else []
         if not (tif.is_ome and tif.ome_metadata) and _looks_like_ome(tif):
             # tifffile only accepts OME-XML that ends in "OME>": a truncated or damaged one is
             # ignored, and channel names, physical sizes... would vanish without a word.
@@ -323,7 +376,7 @@ class TiffSource:
             shape = tuple(int(n) for n in s.get_shape(False))
             dtype = np.dtype(s.dtype)
             if dtype.kind not in "biuf" or dtype.itemsize > 8:
-                raise InputError(self.path, f"series {index}: pixel type {dtype} is not supported")
+                raise ReaderError(self.path, f"series {index}: pixel type {dtype} is not supported")
             missing = sum(1 for page in s.pages if page is None)
             if missing:
                 # tifffile would read them as zeros: refuse rather than invent pixels.
@@ -334,14 +387,20 @@ class TiffSource:
                 )
             array = zarr.open_array(s.aszarr(level=0, squeeze=False), mode="r")
             if tuple(array.shape) != shape:
-                raise InputError(
+                raise ReaderError(
                     self.path, f"series {index}: tifffile store shape {array.shape} != {shape}"
                 )
             groups: dict[str, list[int]] = {k: [] for k in AXES}
             for i, code in enumerate(axes):
                 groups[TIFF_AXIS_TARGET.get(code, "z")].append(i)
+            plan = None
+            if index < len(moduli) and index < len(ome) and moduli[index]:
+                size = ome[index]["size"]
+                plan = plan_moduli(moduli[index], (size["z"], size["c"], size["t"]))
+            if plan is not None and (plan.moved or plan.kept):
+                groups = self._modulo_groups(index, axes, groups, plan)
             if len(groups["y"]) != 1 or len(groups["x"]) != 1:
-                raise InputError(self.path, f"series {index}: axes {axes} have no single Y and X")
+                raise ReaderError(self.path, f"series {index}: axes {axes} have no single Y and X")
             sizes = {k: [shape[i] for i in v] for k, v in groups.items()}
             full = tuple(int(np.prod(sizes[k], dtype=np.int64)) for k in AXES)
             keyframe = s.keyframe
@@ -360,8 +419,65 @@ class TiffSource:
                 row_block=max(1, min(row_block, full[3])),
             )
             self._fill_metadata(info, ome[index] if index < len(ome) else None, keyframe)
+            if plan is not None and plan.notes:
+                self.notes.extend(f"series {index}: {note}" for note in plan.notes)
+            if plan is not None and (plan.moved or plan.kept):
+                self._apply_modulo_plan(info, plan, ome[index])
             self._series.append(_TiffSeries(array, axes, groups, sizes))
             self.series.append(info)
+
+    def _modulo_groups(
+        self, index: int, axes: str, groups: dict[str, list[int]], plan: ModuloPlan
+    ) -> dict[str, list[int]]:
+        """Axis groups of an OME series with moduli: every modulo axis (tifffile's codes after
+        their parent, or in its place) goes to ``c``, inner to the channels, Z's before T's."""
+        parents: dict[int, str] = {}
+        absent = [
+            m.along
+            for m in (*plan.moved, *([plan.kept] if plan.kept else []))
+            if m.along not in axes
+        ]
+        for i, code in enumerate(axes):
+            if code in "TZCYXS":
+                continue
+            if i > 0 and axes[i - 1] in "TZC":
+                parents[i] = axes[i - 1]
+            elif absent:
+                parents[i] = absent.pop(0)
+            else:
+                raise ReaderError(
+                    self.path,
+                    f"series {index}: cannot tell which axis modulo {code!r} of {axes} divides",
+                )
+        rank = {"C": 1, "Z": 2, "T": 3}
+        out = {k: [i for i in v if i not in parents] for k, v in groups.items()}
+        out["c"] = sorted(
+            [*out["c"], *parents],
+            key=lambda i: 0 if axes[i] == "C" else 4 if axes[i] == "S" else rank[parents[i]],
+        )
+        return out
+
+    def _apply_modulo_plan(self, info: SeriesInfo, plan: ModuloPlan, ome: dict[str, Any]) -> None:
+        """Channel names and wavelengths, the OME-XML rewrite and notes for moduli."""
+        t, c, z = plan.shape
+        if info.shape[:3] != (t, c, z):
+            raise ReaderError(
+                self.path,
+                f"series {info.index}: tifffile's axes give {info.shape[:3]} (t, c, z), the "
+                f"OME-XML's moduli {(t, c, z)}",
+            )
+        channels = ome["channels"]
+        names = [ch["name"] for ch in channels] if len(channels) == plan.sizes[1] else []
+        colors = [ch["color"] for ch in channels] if len(channels) == plan.sizes[1] else []
+        info.channel_names, info.channel_colors, _ = expand_channels(plan, names, colors)
+        self._xml_remaps[info.index] = remap_for_moduli(plan, info.index, names)
+        info.layout = plan.describe()
+        for m in plan.moved:
+            self.notes.append(
+                f"series {info.index}: {m.size} {m.type} positions that the OME-XML folds into "
+                f"{m.along} are written as channels (inner to the source channels), not as "
+                f"{'depth' if m.along == 'Z' else 'time'}"
+            )
 
     def _fill_metadata(self, info: SeriesInfo, ome: dict[str, Any] | None, keyframe: Any) -> None:
         _, c, _, y, x = info.shape
@@ -417,7 +533,7 @@ class TiffSource:
         try:
             rows = np.asarray(entry.array[tuple(index)])
         except Exception as exc:
-            raise InputError(self.path, f"tifffile cannot decode series {series}: {exc}") from exc
+            raise ReaderError(self.path, f"tifffile cannot decode series {series}: {exc}") from exc
         if rows.dtype.kind == "b":
             rows = rows.astype(np.uint8)
         if not rows.dtype.isnative:
@@ -430,7 +546,7 @@ class TiffSource:
         """The file's OME-XML, or one made from what tifffile found."""
         tif = self._tif
         if tif.is_ome and tif.ome_metadata:
-            return str(tif.ome_metadata)
+            return remap_ome_xml(str(tif.ome_metadata), self._xml_remaps)
         return ome_xml_from_series(self.series)
 
     def used_files(self) -> list[str]:
@@ -487,7 +603,12 @@ def open_source(src: str | Path, reader: str = "auto", *, java_heap: str = "2g")
         use = "bioformats"
     source: ImageSource
     if use == "tifffile":
-        source = TiffSource(src)
+        try:
+            source = TiffSource(src)
+        except ReaderError as exc:
+            if reader != "auto":
+                raise
+            source = open_fallback(src, exc, java_heap=java_heap)
     else:
         from imagedepot.convert.bioformats import BioFormatsSource
 
@@ -498,6 +619,58 @@ def open_source(src: str | Path, reader: str = "auto", *, java_heap: str = "2g")
         source.close()
         raise
     return source
+
+
+def open_fallback(src: str | Path, failure: ReaderError, *, java_heap: str = "2g") -> ImageSource:
+    """Open ``src`` with Bio-Formats after tifffile failed with ``failure`` (``reader="auto"``).
+
+    The returned source carries the fallback (``fallback``, and a note for the report).
+
+    Raises
+    ------
+    InputError
+        Bio-Formats cannot read the file either (or is not installed): the reason names what
+        each reader said, so a quarantined item shows both.
+    """
+    from imagedepot.convert.bioformats import BioFormatsSource
+
+    first = failure.reason
+    try:
+        source = BioFormatsSource(src, java_heap=java_heap)
+    except InputError as exc:
+        raise InputError(
+            src, f"no reader can read it: tifffile: {first}; Bio-Formats: {exc.reason}"
+        ) from exc
+    log.warning("%s: tifffile failed (%s); reading it with Bio-Formats", src, first)
+    source.fallback = {"from": "tifffile", "to": "bioformats", "reason": first}
+    source.notes.insert(0, f"tifffile could not read this file ({first}); read with Bio-Formats")
+    return source
+
+
+def _convert_with_fallback(
+    src: Path, reader: str, java_heap: str, run: Callable[[ImageSource], None]
+) -> None:
+    """Open ``src`` and ``run`` the conversion on it; with ``reader="auto"``, a tifffile failure
+    while decoding pixels (after opening went well) runs the whole conversion again with
+    Bio-Formats (the first attempt's partial output is discarded by its ``atomic_path``)."""
+    source = open_source(src, reader, java_heap=java_heap)
+    try:
+        run(source)
+        return
+    except ReaderError as exc:
+        if reader != "auto" or source.reader != "tifffile":
+            raise
+        failure = exc
+    finally:
+        source.close()
+    with contextlib.closing(open_fallback(src, failure, java_heap=java_heap)) as second:
+        try:
+            run(second)
+        except InputError as exc:
+            raise InputError(
+                src,
+                f"no reader can read it: tifffile: {failure.reason}; Bio-Formats: {exc.reason}",
+            ) from exc
 
 
 def binary_only_metadata(path: str | Path) -> Path | None:
@@ -1050,6 +1223,7 @@ def _image_report(info: SeriesInfo, levels: list[Shape5], path: str) -> dict[str
         "physical_size": dict(info.physical_size),
         "channel_names": list(info.channel_names),
         "levels": [list(s) for s in levels],
+        **({"layout": info.layout} if info.layout else {}),
     }
 
 
@@ -1295,37 +1469,48 @@ def convert_to_ome_zarr(
             "threads": n_threads,
         },
     )
-    with contextlib.ExitStack() as stack:
-        source = open_source(src, reader, java_heap=java_heap)
-        stack.callback(source.close)
-        opened = _open_labels(labels, source.series[0], stack, java_heap) if labels else []
-        report.tool = source.reader
-        report.inputs = source.used_files()
-        report.input_count = len(report.inputs)
-        report.versions = {**source.versions(), "zarr": str(zarr.__version__)}
-        report.messages.extend(source.notes)
-        with (
-            atomic_path(out, force=force, is_dir=True, remove_stale=True) as tmp,
-            zarr.config.set({"async.concurrency": max(2, 2 * n_threads)}),
-        ):
-            root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
-            root.attrs.update(fmt.wrap({"bioformats2raw.layout": 3}))
-            for s, info in enumerate(source.series):
-                log.info("series %d/%d: %s %s", s + 1, len(source.series), info.shape, info.dtype)
-                shapes = _write_zarr_image(source, s, info, root, options)
-                entry = _image_report(info, shapes, str(out / str(s)))
-                if s == 0 and opened:
-                    entry["labels"] = _write_labels(root[str(s)], info, opened, options)
-                report.images.append(entry)
-            names = [str(s) for s in range(len(source.series))]
-            ome_group = root.create_group("OME")
-            ome_group.attrs.update(fmt.wrap({"series": names}))
-            xml, note = _metadata_xml(source)
-            if note:
-                report.messages.append(note)
-            (tmp / "OME" / "METADATA.ome.xml").write_text(xml, encoding="utf-8")
+
+    def run(source: ImageSource) -> None:
+        _start_report(report, source, {"zarr": str(zarr.__version__)})
+        with contextlib.ExitStack() as stack:
+            opened = _open_labels(labels, source.series[0], stack, java_heap) if labels else []
+            with (
+                atomic_path(out, force=force, is_dir=True, remove_stale=True) as tmp,
+                zarr.config.set({"async.concurrency": max(2, 2 * n_threads)}),
+            ):
+                root = zarr.open_group(str(tmp), mode="w", zarr_format=fmt.zarr_format)
+                root.attrs.update(fmt.wrap({"bioformats2raw.layout": 3}))
+                for s, info in enumerate(source.series):
+                    log.info(
+                        "series %d/%d: %s %s", s + 1, len(source.series), info.shape, info.dtype
+                    )
+                    shapes = _write_zarr_image(source, s, info, root, options)
+                    entry = _image_report(info, shapes, str(out / str(s)))
+                    if s == 0 and opened:
+                        entry["labels"] = _write_labels(root[str(s)], info, opened, options)
+                    report.images.append(entry)
+                names = [str(s) for s in range(len(source.series))]
+                ome_group = root.create_group("OME")
+                ome_group.attrs.update(fmt.wrap({"series": names}))
+                xml, note = _metadata_xml(source)
+                if note:
+                    report.messages.append(note)
+                (tmp / "OME" / "METADATA.ome.xml").write_text(xml, encoding="utf-8")
+
+    _convert_with_fallback(Path(src), reader, java_heap, run)
     report.outputs = [str(out)]
     return report
+
+
+def _start_report(report: ConvertReport, source: ImageSource, versions: dict[str, str]) -> None:
+    """Fill what the reader tells (again, when a conversion is retried with another reader)."""
+    report.tool = source.reader
+    report.reader_fallback = source.fallback
+    report.inputs = source.used_files()
+    report.input_count = len(report.inputs)
+    report.versions = {**source.versions(), **versions}
+    report.messages = list(source.notes)
+    report.images = []
 
 
 def _metadata_xml(source: ImageSource) -> tuple[str, str | None]:
@@ -1437,11 +1622,6 @@ def _tiff_compression(name: str) -> str | None:
         raise ValueError(f"compression {name!r}: use one of {', '.join(TIFF_COMPRESSIONS)}")
     if name == "none":
         return None
-    if name in ("zstd", "lzw"):
-        import importlib.util
-
-        if importlib.util.find_spec("imagecodecs") is None:
-            raise ImagedepotError(f"compression {name} needs imagecodecs: pip install imagecodecs")
     return name
 
 
@@ -1573,7 +1753,7 @@ def convert_to_ome_tiff(
     tile
         Tile edge in pixels (a multiple of 16).
     compression
-        ``zlib`` (default), ``none``, or ``zstd`` / ``lzw`` when imagecodecs is installed.
+        ``zlib`` (default), ``none``, ``zstd`` or ``lzw``.
     pyramid_levels
         Resolution levels including full resolution.
     force, reader, java_heap, threads
@@ -1599,12 +1779,9 @@ def convert_to_ome_tiff(
             "threads": n_threads,
         },
     )
-    with contextlib.closing(open_source(src, reader, java_heap=java_heap)) as source:
-        report.tool = source.reader
-        report.inputs = source.used_files()
-        report.input_count = len(report.inputs)
-        report.versions = {**source.versions(), "tifffile": str(tifffile.__version__)}
-        report.messages.extend(source.notes)
+
+    def run(source: ImageSource) -> None:
+        _start_report(report, source, {"tifffile": str(tifffile.__version__)})
         xml, note = ome_tiff_xml(source.ome_xml(), source.series)
         if note:
             report.messages.append(note)
@@ -1619,6 +1796,8 @@ def convert_to_ome_tiff(
                     tw, source, s, info, Path(scratch), options, xml if s == 0 else None
                 )
                 report.images.append(_image_report(info, shapes, str(out)))
+
+    _convert_with_fallback(Path(src), reader, java_heap, run)
     report.outputs = [str(out)]
     return report
 
