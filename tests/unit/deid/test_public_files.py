@@ -97,10 +97,23 @@ def deid_data(rel: str) -> Path:
     return path
 
 
+#: Leak-gate hits that are not leaks: reportsi.dcm's observer is called "Enter text", and the
+#: Value Type of its TEXT content items (a defined term the SR structure needs, kept by D on
+#: Content Sequence) is that word. The gate still flags it (fail closed); the test names it.
+NOT_LEAKS = {
+    "reportsi.dcm": {
+        "ContentSequence[2].ValueType",
+        "ContentSequence[4].ContentSequence[0].ValueType",
+    }
+}
+
+
 def assert_no_leak(original: Path, out: Path, options: frozenset[str] = frozenset()) -> None:
     report = leakcheck([original], [out], allow_kinds=allowed_kinds_for_options(options))
     assert report.identifiers, "the leak gate harvested nothing to look for"
-    assert report.status == "clean", report.to_dict()["hits"]
+    hits = report.to_dict()["hits"]
+    expected = NOT_LEAKS.get(original.name, set())
+    assert [h for h in hits if h["location"] not in expected] == [], hits
 
 
 @pytest.mark.parametrize(
@@ -138,7 +151,8 @@ def test_basic_profile_leaves_nothing_for_the_leak_gate(
     ds = pydicom.dcmread(out)
     assert ds.PatientIdentityRemoved == "YES"
     assert not any(e.tag.is_private for e in walk(ds))
-    assert not any(e.VR == "PN" and e.value and e.tag != 0x00100010 for e in walk(ds))
+    names = (e for e in walk(ds) if e.VR == "PN" and e.value and e.tag != 0x00100010)
+    assert all(str(e.value) == "ANONYMIZED" for e in names)  # D: a dummy, never a name
     if "PixelData" in original:
         assert ds.PixelData == original.PixelData  # copied byte for byte
 
@@ -311,7 +325,8 @@ def test_demo_uid_references_consistent(demo, demo_runs) -> None:
         assert len({d.FrameOfReferenceUID for d in series}) == 1
         for d in series:
             assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
-            assert d.ReferencedStudySequence == []  # X/Z in PS3.15: emptied
+            # X/Z in PS3.15 and Type 3 in General Study: removed, not left without items
+            assert "ReferencedStudySequence" not in d
             assert d.StudyInstanceUID.startswith("2.25.")
     assert mr[0].StudyInstanceUID != ct[0].StudyInstanceUID  # two studies stay two
     sc = pydicom.dcmread(next(first["ROE_JANE-OT-501"].iterdir()))  # type: ignore[union-attr]
