@@ -26,7 +26,9 @@ from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.errors import InputError
 from imagedepot.leakcheck import allowed_kinds_for_options, leakcheck
 from imagedepot.policy import load_policy
+from imagedepot.validate.dicom import iod_errors, new_errors
 from tests.unit.deid.test_dicom import KEY, OTHER_KEY, walk
+from tests.unit.validate.conftest import needs_dciodvfy
 
 #: pydicom's own test files with patient identity in them (and pixel data in most).
 PYDICOM_FILES = [
@@ -155,6 +157,17 @@ def test_basic_profile_leaves_nothing_for_the_leak_gate(
     assert all(str(e.value) == "ANONYMIZED" for e in names)  # D: a dummy, never a name
     if "PixelData" in original:
         assert ds.PixelData == original.PixelData  # copied byte for byte
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", PYDICOM_FILES)
+def test_basic_profile_adds_no_iod_errors(tmp_path: Path, name: str) -> None:
+    """dciodvfy finds no error in the output that the original does not have (an attribute
+    emptied where Type 1, removed where Type 2, a sequence left without items...)."""
+    path = pydicom_file(name)
+    out = tmp_path / "out" / "x.dcm"
+    deidentify_dicom(path, out, policy_options=frozenset(), pseudonymizer=pz(), subject="S")
+    assert new_errors(iod_errors(path), iod_errors(out)) == []
 
 
 @pytest.mark.parametrize("name", PYDICOM_FLAGGED)
@@ -313,6 +326,17 @@ def test_demo_outputs_pass_the_leak_gate(demo, demo_runs) -> None:
         }
         leaked = [p for p in DEMO_PHI if len(p) >= 4 and p.lower().encode() in blob]
         assert not [p for p in leaked if p not in shifted]
+
+
+@needs_dciodvfy
+def test_demo_outputs_add_no_iod_errors(demo, demo_runs) -> None:
+    first, _, _ = demo_runs
+    outputs = [f for p in first.values() if isinstance(p, Path) for f in sorted(p.iterdir())]
+    assert len(outputs) == 42
+    originals = [p for p in (demo.root / "inbox").rglob("IM*") if p.name != "IM9999"]
+    before = [e for p in originals for e in iod_errors(p)]
+    assert before == []  # the demo's own files are IOD-valid
+    assert [e for p in outputs for e in iod_errors(p)] == []
 
 
 def test_demo_uid_references_consistent(demo, demo_runs) -> None:
