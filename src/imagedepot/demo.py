@@ -764,6 +764,7 @@ def _sc_series(study: _Study, series: _Series) -> list[Any]:
 
     ds = _dataset(study, series, 1, SecondaryCaptureImageStorage)
     ds.ConversionType = "WSD"
+    ds.PatientOrientation = ""  # General Image, Type 2C without an image plane: empty
     ds.DateOfSecondaryCapture = study.date
     ds.TimeOfSecondaryCapture = ds.ContentTime
     ds.BurnedInAnnotation = "YES"
@@ -778,6 +779,7 @@ def _us_series(study: _Study, series: _Series) -> list[Any]:
 
     ds = _dataset(study, series, 1, SecondaryCaptureImageStorage)
     ds.ConversionType = "DV"
+    ds.PatientOrientation = ""  # General Image, Type 2C without an image plane: empty
     ds.BurnedInAnnotation = "YES"
     _set_pixels(ds, _ultrasound_capture(_rng(f"us-{study.index}"), study.subject), 8)
     return [ds]

@@ -66,7 +66,10 @@ def register_deposit(dsub: argparse._SubParsersAction) -> None:
         "bia",
         help="upload BioImage Archive packages by FTP and submit them (network)",
         description=(
-            "Check each package's bag (a file changed after staging is refused) and its policy, "
+            "Run the release check (`imagedepot validate PACKAGES`: bags, PageTab, File Lists, "
+            "RO-Crate, checksums, images) and refuse, before any network call, when a file "
+            "fails it. Check each package's bag (a file changed after staging is refused) and "
+            "its policy, "
             "upload its files to the secret FTP directory (parallel streams, resuming partial files), "
             "verify every remote file's content by reading it back and comparing its SHA-256 with "
             "the package's (a copy that differs is replaced; a file over download_verify_limit bytes "
@@ -182,6 +185,9 @@ def run_deposit(args: argparse.Namespace) -> int:
     from imagedepot.storage import input_folder
 
     packages = input_folder(args.packages)
+    from imagedepot.validate import require_valid
+
+    require_valid(packages, "upload")  # the release check: nothing invalid leaves
     state_db = args.state_db or os.environ.get(DB_ENV)
     if state_db:
         with run_lock(lock_path_for(state_db)), StateDB(state_db) as db:

@@ -53,7 +53,9 @@ def register_deposit(sub: argparse._SubParsersAction) -> None:
         "xnat",
         help="upload a staged folder to XNAT, verify every file, write a receipt",
         description=(
-            "Create the subjects and sessions of the plan in an existing XNAT project, send DICOM "
+            "First run the release check (`imagedepot validate STAGED`) and refuse, before any "
+            "network call, when a file fails it. Then create the subjects and sessions of the "
+            "plan in an existing XNAT project, send DICOM "
             "through the import service (archive or prearchive + archive request, as the project "
             "is set up), upload the other files as resources, and verify sizes and checksums "
             "against the plan (XNAT's MD5 digests; where it lists none, files are downloaded and "
@@ -177,6 +179,9 @@ def run_deposit(args: argparse.Namespace) -> int:
     from imagedepot.storage import input_folder
 
     staged = input_folder(args.staged)
+    from imagedepot.validate import require_valid
+
+    require_valid(staged, "upload")  # the release check: nothing invalid leaves
     plan = load_plan(args.plan) if args.plan else build_plan(staged, project=project)
     dry_run = args.dry_run if args.dry_run is not None else bool(dest.get("dry_run", False))
     report = deposit_xnat(

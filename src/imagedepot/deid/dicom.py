@@ -6,9 +6,18 @@ writes new files named after their (remapped) SOP Instance UID, never after the 
 
 What each resolved action (:func:`imagedepot.deid.profile.action_for`) does here:
 
-``X`` removed. ``Z`` emptied (an empty sequence for sequences). ``D`` a dummy value of the VR
-(``ANONYMIZED``, ``19000101``, ``0``...; an empty sequence for sequences, a remapped UID for
-UIDs). ``K`` kept; sequences are kept but every item is cleaned. ``U`` every UID value is
+Combination codes (``X/Z``, ``Z/D``, ``X/D``, ``X/Z/D``) are first resolved from the
+attribute's type in the file's IOD (:func:`imagedepot.deid.profile.resolve_combination`,
+types from :mod:`imagedepot.deid.iod`), so that no Type 1 attribute is emptied, no Type 2
+removed and no Type 3 sequence left without items. ``X`` removed. ``Z`` emptied (an empty
+sequence for a sequence the IOD has as Type 2 or that the tables do not know; removed where
+it is Type 3 or not in the IOD, and logged as ``X``). ``D`` a dummy value of the VR
+(``ANONYMIZED``, ``19000101``, ``0``...; a remapped UID for UIDs); for a sequence, the items
+are kept and every value in them gets its own action, free text that the table does not list
+becoming ``ANONYMIZED`` (Code Meaning too: code values and schemes stay, and name the concept),
+so a Type 1 sequence such as Content Sequence or Verifying Observer Sequence keeps its structure
+and none of its text.
+``K`` kept; sequences are kept but every item is cleaned. ``U`` every UID value is
 replaced by :meth:`Pseudonymizer.uid` (the same original gives the same replacement in every
 file, every run with the same key, so references across a series and inside sequences stay
 consistent); well-known UIDs of the DICOM registry (transfer syntaxes, SOP classes, coding
@@ -101,7 +110,7 @@ from pathlib import Path
 from typing import Any
 
 from imagedepot import __version__
-from imagedepot.deid import profile
+from imagedepot.deid import iod, profile
 from imagedepot.deid.pixels import DatasetAttributes, PixelRule, blank_regions, burned_in_reason
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe, ValueMismatch, apply_header
@@ -388,6 +397,16 @@ class _Plan:
 
 
 @functools.cache
+def _is_sequence(tag: int) -> bool:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return dictionary_VR(tag) == "SQ"
+    except KeyError:
+        return False
+
+
+@functools.cache
 def _plan(options: frozenset[str]) -> _Plan:
     return _Plan(
         options=options,
@@ -531,6 +550,8 @@ class _Engine:
             self.temporal = "REMOVED"
         # per file
         self.flog = _FileLog(pseudonymizer.key, keep_log)
+        self.sop_class = ""
+        self.present: frozenset[int] = frozenset()
         self.scrubber: re.Pattern[str] | None = None
 
     def trim_caches(self) -> None:
@@ -610,8 +631,11 @@ class _Engine:
 
     # ---------------------------------------------------------------- datasets
 
-    def clean(self, ds: Any, where: str, scrub: bool) -> None:
-        """Apply the plan to every element of ``ds`` (recursing into sequences)."""
+    def clean(self, ds: Any, where: str, scrub: bool, dummy: bool = False) -> None:
+        """Apply the plan to every element of ``ds`` (recursing into sequences).
+
+        ``dummy``: inside a sequence replaced by a dummy (``D``), free text the table does not
+        list becomes a dummy value too (Code Meaning included; code values stay)."""
         plan = self.plan
         memo, flog = plan.memo, self.flog
         drop_private = plan.private != "C"
@@ -627,12 +651,14 @@ class _Engine:
                 continue
             op = memo[tag] if tag in memo else plan.decide(tag)
             if op is None:
-                if scrub:
+                if dummy:
+                    self.dummy_unlisted(ds, tag, where)
+                elif scrub:
                     self.clean_text_in_sequence(ds, tag, where)
                 elif ds.get_item(tag, keep_deferred=True).VR == "SQ":
                     self.recurse(ds, tag, where, scrub)  # mis-encoded sequence: clean it too
                 continue
-            self.apply(ds, tag, op, where, scrub)
+            self.apply(ds, tag, op, where, scrub, dummy)
         for ctag in creators:
             if ctag not in used_blocks:
                 flog.add(where, ctag, "X")
@@ -660,11 +686,30 @@ class _Engine:
             return True
         return False
 
-    def recurse(self, ds: Any, tag: int, where: str, scrub: bool) -> None:
+    def recurse(self, ds: Any, tag: int, where: str, scrub: bool, dummy: bool = False) -> None:
         seq = ds[tag].value
         base = f"{where}{_tagstr(tag)}"
         for i, item in enumerate(seq or ()):
-            self.clean(item, f"{base}[{i}].", scrub)
+            self.clean(item, f"{base}[{i}].", scrub, dummy)
+
+    def dummy_unlisted(self, ds: Any, tag: int, where: str) -> None:
+        """Inside a dummied sequence (``D``): free text the table does not list is replaced."""
+        elem = ds[tag]
+        if elem.VR == "SQ":
+            self.recurse(ds, tag, where, True, True)
+        elif (
+            elem.VR in _TEXT_VRS
+            and elem.keyword not in _CODED_KEYWORDS
+            and elem.value not in (None, "")
+        ):
+            self.flog.add(where, tag, "D", _old_bytes(elem))
+            elem.value = "ANONYMIZED"
+
+    def iod_type(self, tag: int, where: str) -> str | None:
+        """Type of ``tag`` in this file's IOD (top level only; ``None`` when unknown)."""
+        if where:
+            return None
+        return iod.attribute_type(self.sop_class, tag, self.present)
 
     def clean_text_in_sequence(self, ds: Any, tag: int, where: str) -> None:
         """Inside a sequence being cleaned (``C``): clean free text of kept attributes."""
@@ -681,9 +726,15 @@ class _Engine:
             self.flog.add(where, tag, "C", _old_bytes(elem))
             elem.value = new[0] if len(new) == 1 else new
 
-    def apply(self, ds: Any, tag: int, op: str, where: str, scrub: bool) -> None:
+    def apply(
+        self, ds: Any, tag: int, op: str, where: str, scrub: bool, dummy: bool = False
+    ) -> None:
         from pydicom.dataelem import DataElement
 
+        if profile.is_combination(op):
+            op = profile.resolve_combination(
+                op, self.iod_type(tag, where), sequence=_is_sequence(tag)
+            )
         if op == "X":
             self.flog.add(where, tag, "X")
             del ds[tag]
@@ -694,12 +745,18 @@ class _Engine:
         vr = elem.VR
         if vr == "SQ":
             if op in ("K", "U"):
-                self.recurse(ds, tag, where, scrub)
+                self.recurse(ds, tag, where, scrub, dummy)
             elif op == "C":
                 self.flog.add(where, tag, "C")
                 self.recurse(ds, tag, where, True)
-            else:  # Z and D: an empty sequence (no fabricated items)
-                self.flog.add(where, tag, op)
+            elif op == "D":  # items kept, every value in them cleaned or dummied
+                self.flog.add(where, tag, "D")
+                self.recurse(ds, tag, where, scrub, True)
+            elif self.iod_type(tag, where) in ("3", iod.NOT_IN_IOD):
+                self.flog.add(where, tag, "X")  # Z: no empty sequence where items are due
+                del ds[tag]
+            else:  # Z: an empty sequence (no fabricated items)
+                self.flog.add(where, tag, "Z")
                 ds[tag] = DataElement(tag, "SQ", [])
             return
         if op == "K":
@@ -855,6 +912,8 @@ class _Engine:
                 raise InputError(path, f"missing {keyword} (required in every instance)")
         pid = str(ds.get("PatientID") or "").strip()
         raw = _raw_pixel_span(ds, path, str(tsyntax))
+        self.sop_class = sop_class
+        self.present = frozenset(int(t) for t in ds.keys())  # noqa: SIM118 - for module presence
 
         # pixel checks first, on the original attributes
         claimed = [
@@ -1085,7 +1144,7 @@ def _method_elements(
     codes = [profile.BASIC_PROFILE_CODE] + [profile.OPTION_CODES[o] for o in claimed]
     ds = Dataset()
     ds.DeidentificationMethod = (
-        [f"imagedepot {__version__}", profile.EDITION_SHORT]
+        [f"imagedepot {__version__}", profile.EDITION_SHORT, profile.IOD_TYPES_SHORT]
         + [c.meaning for c in codes]
         + ([extra] if extra else [])
     )

@@ -13,14 +13,19 @@ UIDs with internally consistent ones.
 
 Resolution rules (deterministic, and where the standard leaves a choice, conservative):
 
-* **Combination codes** depend on the attribute's type in the IOD, which a file does not state
-  reliably, so they resolve by a fixed table (:data:`COMBINATION_RESOLUTION`): ``X/Z``,
-  ``Z/D`` and ``X/Z/D`` become ``Z`` (the value is gone but the attribute stays, which keeps
-  Type 2 and Type 3 conformance); ``X/D`` becomes ``X`` (removed: a fabricated dummy value
-  would only matter for Type 1, and a missing value is safer than a misleading one);
-  ``X/Z/U*`` (reference sequences such as Referenced Image Sequence) becomes ``U``: the
-  sequence is kept and every UID inside is replaced consistently, so references between
-  de-identified instances stay valid while no original UID survives.
+* **Combination codes** depend on the attribute's type in the IOD (PS3.15 E.1.1: ``X/Z`` is
+  ``X`` unless ``Z`` is needed to keep the IOD valid, Type 3 against Type 2, and so on). The type
+  comes from PS3.3 (:mod:`imagedepot.deid.iod`) for the file's SOP class, and
+  :func:`resolve_combination` picks: Type 1 ``D`` (``Z`` when ``D`` is not offered), Type 2
+  ``Z`` (also for ``X/D``: an empty value keeps a Type 2 attribute valid and fabricates
+  nothing), Type 3 or not in the IOD ``X`` (``Z`` for ``Z/D``). Where the type is unknown (a
+  SOP class the tables do not list, or inside a sequence item) the resolution is the fixed
+  table :data:`COMBINATION_RESOLUTION` for values, which keeps Type 2 and Type 3 valid
+  (``X/Z``, ``Z/D`` and ``X/Z/D`` become ``Z``; ``X/D`` becomes ``X``), and ``X`` for
+  sequences, as an empty sequence is invalid where the IOD wants items. ``X/Z/U*`` (reference
+  sequences such as Referenced Image Sequence) always becomes ``U``: the sequence is kept and
+  every UID inside is replaced consistently, so references between de-identified instances
+  stay valid while no original UID survives.
 * **Options** override the basic action only where the table has an entry in the option's
   column. When several selected options give an action for the same attribute, the more
   restrictive wins: ``C`` (clean) over ``K`` (keep). So with both Retain Device Identity and
@@ -58,6 +63,9 @@ EDITION = (
 )
 #: Short form of :data:`EDITION` that fits a DICOM LO value (64 characters).
 EDITION_SHORT = "PS3.15 Table E.1-1, web edition 2025-01"
+#: How combination codes were resolved, for DeidentificationMethod (fits an LO value): from
+#: the attribute types of PS3.3 (:mod:`imagedepot.deid.iod`).
+IOD_TYPES_SHORT = "X/Z, Z/D, X/D, X/Z/D chosen by type in the IOD (PS3.3 2026b)"
 
 TABLE_RESOURCE = "data/ps3.15-table-e.1-1.json"
 
@@ -120,7 +128,8 @@ OPTION_COLUMNS: Mapping[str, str] = MappingProxyType(
     }
 )
 
-#: How combination codes of the basic profile resolve (see the module docstring).
+#: How combination codes resolve for a value (not a sequence) whose type in the IOD is unknown
+#: (see the module docstring and :func:`resolve_combination`).
 COMBINATION_RESOLUTION: Mapping[str, str] = MappingProxyType(
     {"X/Z": "Z", "Z/D": "Z", "X/Z/D": "Z", "X/D": "X", "X/Z/U*": "U"}
 )
@@ -197,12 +206,39 @@ def _private_row() -> Mapping[str, str]:
 
 
 def resolve_basic(code: str) -> str:
-    """Resolve a basic-profile code (possibly a combination such as ``X/Z/D``) to one action."""
+    """Resolve a basic-profile code (possibly a combination such as ``X/Z/D``) to one action,
+    for a value whose type in the IOD is unknown."""
     if code in COMBINATION_RESOLUTION:
         return COMBINATION_RESOLUTION[code]
     if code in _RESTRICTIVENESS:
         return code
     raise ValueError(f"unknown action code in the profile table: {code!r}")
+
+
+def is_combination(code: str) -> bool:
+    """True for a code that leaves the choice to the IOD (``X/Z``, ``Z/D``, ...)."""
+    return code in COMBINATION_RESOLUTION
+
+
+def resolve_combination(code: str, iod_type: str | None, *, sequence: bool = False) -> str:
+    """Resolve ``code`` for an attribute of type ``iod_type`` in the file's IOD.
+
+    ``iod_type`` is ``"1"``, ``"2"``, ``"3"``, ``"-"`` (not in the IOD) or ``None`` (unknown),
+    as :func:`imagedepot.deid.iod.attribute_type` answers; single codes are returned as they
+    are. See the module docstring for the rules.
+    """
+    if not is_combination(code):
+        return resolve_basic(code)
+    if code == "X/Z/U*":
+        return "U"
+    offered = code.split("/")
+    if iod_type == "1":
+        return "D" if "D" in offered else "Z"
+    if iod_type == "2":
+        return "Z"
+    if iod_type is not None or sequence:  # Type 3, not in the IOD, or an unknown sequence
+        return "X" if "X" in offered else "Z"
+    return COMBINATION_RESOLUTION[code]
 
 
 def check_options(options: Iterable[str]) -> frozenset[str]:
@@ -221,7 +257,8 @@ def _resolve(basic: str, row_options: Mapping[str, str], options: frozenset[str]
         if o in OPTION_COLUMNS and OPTION_COLUMNS[o] in row_options
     ]
     if not chosen:
-        return resolve_basic(basic)
+        resolve_basic(basic)  # raises for an unknown code
+        return basic  # combination codes stay: they resolve per file (resolve_combination)
     return min(chosen, key=_RESTRICTIVENESS.index)
 
 
@@ -241,7 +278,8 @@ def _compiled(
 
 
 def tag_actions(options: Iterable[str] = ()) -> Mapping[int, str]:
-    """Resolved action of every exactly-listed tag under ``options`` (cached per option set)."""
+    """Action of every exactly-listed tag under ``options`` (cached per option set): a single
+    code, or a combination code (see :func:`is_combination`) that the IOD decides."""
     return _compiled(check_options(options))[0]
 
 
@@ -256,18 +294,25 @@ def private_action(options: Iterable[str] = ()) -> str:
     return _resolve(row["basicProfile"], row, check_options(options))
 
 
-def action_for(tag: int, options: Iterable[str] = ()) -> str | None:
+def action_for(
+    tag: int,
+    options: Iterable[str] = (),
+    *,
+    iod_type: str | None = None,
+    sequence: bool = False,
+) -> str | None:
     """Resolved action for ``tag`` (e.g. ``0x00100010``) under ``options``, or ``None``.
 
     Returns one of ``D``, ``Z``, ``X``, ``K``, ``C``, ``U`` (see the module docstring for how
-    combination codes and options resolve), or ``None`` when Table E.1-1 does not list the tag.
+    combination codes and options resolve; ``iod_type`` and ``sequence`` as for
+    :func:`resolve_combination`), or ``None`` when Table E.1-1 does not list the tag.
     Raises ``ValueError`` for an unknown option name.
     """
     opts = check_options(options)
     exact, wild = _compiled(opts)
     found = exact.get(tag)
     if found is not None:
-        return found
+        return resolve_combination(found, iod_type, sequence=sequence)
     if (tag >> 16) & 1:
         return private_action(opts)
     for mask, value, action in wild:

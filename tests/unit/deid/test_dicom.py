@@ -258,7 +258,10 @@ def test_basic_profile_removes_identifiers_everywhere(tmp_path: Path, one: Path)
     assert ds.PatientBirthDate == "" and ds.PatientSex == ""
     assert "PatientAge" not in ds and "PatientWeight" not in ds
     assert ds.StudyDate == "" and "SeriesDate" not in ds and ds.StudyTime == ""
-    assert ds.AccessionNumber == "" and ds.InstitutionName == ""
+    assert ds.AccessionNumber == ""
+    # X/Z/D, Type 3 in the CT Image IOD (General Equipment): removed, not emptied
+    assert "InstitutionName" not in ds and "StationName" not in ds
+    assert "DeviceSerialNumber" not in ds and "OperatorsName" not in ds
     assert "InstitutionAddress" not in ds and "StationAETitle" not in ds
     assert "StudyDescription" not in ds and "ImageComments" not in ds
     assert "SeriesDescription" not in ds  # X in the basic profile
@@ -267,6 +270,7 @@ def test_basic_profile_removes_identifiers_everywhere(tmp_path: Path, one: Path)
     assert ds.LongitudinalTemporalInformationModified == "REMOVED"
     assert method_codes(ds) == {"113100"}
     assert profile.EDITION_SHORT in ds.DeidentificationMethod
+    assert profile.IOD_TYPES_SHORT in ds.DeidentificationMethod
     assert all(len(v) <= 64 for v in ds.DeidentificationMethod)
     assert ds.preamble == b"\x00" * 128
     assert "SourceApplicationEntityTitle" not in ds.file_meta
@@ -302,8 +306,13 @@ def test_sequences_are_cleaned_recursively(tmp_path: Path, one: Path) -> None:
     assert deep.StudyDate == ""  # Z
     assert deep.ReferencedSOPInstanceUID == ds.SOPInstanceUID  # U, consistent with the top level
     assert not any(e.tag.is_private for e in deep)
-    assert len(ds.ContentSequence) == 0  # D on a sequence: emptied
-    assert len(ds.GraphicAnnotationSequence) == 0
+    # D on a sequence: items kept, values dummied (free text too), codes kept
+    (item,) = ds.ContentSequence
+    assert item.TextValue == "ANONYMIZED" and item.ValueType == "TEXT"
+    assert item.ConceptNameCodeSequence[0].CodeValue == "121071"
+    assert item.ConceptNameCodeSequence[0].CodeMeaning == "ANONYMIZED"  # the code names it
+    (annotation,) = ds.GraphicAnnotationSequence
+    assert annotation.TextObjectSequence[0].UnformattedTextValue == "ANONYMIZED"
 
 
 def test_output_is_named_after_the_remapped_uid_never_the_input(tmp_path: Path) -> None:
@@ -412,7 +421,8 @@ def test_clean_structured_content(tmp_path: Path, one: Path) -> None:
     assert item.TextValue == "Patient reported pain, call"
     assert item.ConceptNameCodeSequence[0].CodeValue == "121071"  # coded values untouched
     assert "113104" in method_codes(ds)
-    assert len(deid_one(tmp_path, one).ContentSequence) == 0
+    (plain,) = deid_one(tmp_path, one).ContentSequence  # D: the text is a dummy
+    assert plain.TextValue == "ANONYMIZED"
 
 
 def test_clean_graphics(tmp_path: Path, one: Path) -> None:
@@ -423,7 +433,9 @@ def test_clean_graphics(tmp_path: Path, one: Path) -> None:
     assert 0x60003000 not in ds  # overlay bitmaps have no cleaner: removed
     assert "113103" in method_codes(ds)
     plain = deid_one(tmp_path, one)
-    assert 0x60004000 not in plain and len(plain.GraphicAnnotationSequence) == 0
+    assert 0x60004000 not in plain
+    (annotation,) = plain.GraphicAnnotationSequence  # D: the text is a dummy
+    assert annotation.TextObjectSequence[0].UnformattedTextValue == "ANONYMIZED"
 
 
 def test_retain_patient_characteristics(tmp_path: Path, one: Path) -> None:
@@ -440,7 +452,8 @@ def test_retain_device_identity(tmp_path: Path, one: Path) -> None:
     assert len(ds.StationAETitle) <= 16
     assert "113109" in method_codes(ds)
     plain = deid_one(tmp_path, one)
-    assert plain.DeviceSerialNumber == "" and plain.StationName == ""
+    # X/Z/D, Type 3 in the CT Image IOD: removed
+    assert "DeviceSerialNumber" not in plain and "StationName" not in plain
 
 
 def test_retain_institution_identity(tmp_path: Path, one: Path) -> None:

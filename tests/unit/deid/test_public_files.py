@@ -26,7 +26,9 @@ from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.errors import InputError
 from imagedepot.leakcheck import allowed_kinds_for_options, leakcheck
 from imagedepot.policy import load_policy
+from imagedepot.validate.dicom import iod_errors, new_errors
 from tests.unit.deid.test_dicom import KEY, OTHER_KEY, walk
+from tests.unit.validate.conftest import needs_dciodvfy
 
 #: pydicom's own test files with patient identity in them (and pixel data in most).
 PYDICOM_FILES = [
@@ -97,10 +99,23 @@ def deid_data(rel: str) -> Path:
     return path
 
 
+#: Leak-gate hits that are not leaks: reportsi.dcm's observer is called "Enter text", and the
+#: Value Type of its TEXT content items (a defined term the SR structure needs, kept by D on
+#: Content Sequence) is that word. The gate still flags it (fail closed); the test names it.
+NOT_LEAKS = {
+    "reportsi.dcm": {
+        "ContentSequence[2].ValueType",
+        "ContentSequence[4].ContentSequence[0].ValueType",
+    }
+}
+
+
 def assert_no_leak(original: Path, out: Path, options: frozenset[str] = frozenset()) -> None:
     report = leakcheck([original], [out], allow_kinds=allowed_kinds_for_options(options))
     assert report.identifiers, "the leak gate harvested nothing to look for"
-    assert report.status == "clean", report.to_dict()["hits"]
+    hits = report.to_dict()["hits"]
+    expected = NOT_LEAKS.get(original.name, set())
+    assert [h for h in hits if h["location"] not in expected] == [], hits
 
 
 @pytest.mark.parametrize(
@@ -138,9 +153,21 @@ def test_basic_profile_leaves_nothing_for_the_leak_gate(
     ds = pydicom.dcmread(out)
     assert ds.PatientIdentityRemoved == "YES"
     assert not any(e.tag.is_private for e in walk(ds))
-    assert not any(e.VR == "PN" and e.value and e.tag != 0x00100010 for e in walk(ds))
+    names = (e for e in walk(ds) if e.VR == "PN" and e.value and e.tag != 0x00100010)
+    assert all(str(e.value) == "ANONYMIZED" for e in names)  # D: a dummy, never a name
     if "PixelData" in original:
         assert ds.PixelData == original.PixelData  # copied byte for byte
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("name", PYDICOM_FILES)
+def test_basic_profile_adds_no_iod_errors(tmp_path: Path, name: str) -> None:
+    """dciodvfy finds no error in the output that the original does not have (an attribute
+    emptied where Type 1, removed where Type 2, a sequence left without items...)."""
+    path = pydicom_file(name)
+    out = tmp_path / "out" / "x.dcm"
+    deidentify_dicom(path, out, policy_options=frozenset(), pseudonymizer=pz(), subject="S")
+    assert new_errors(iod_errors(path), iod_errors(out)) == []
 
 
 @pytest.mark.parametrize("name", PYDICOM_FLAGGED)
@@ -301,6 +328,17 @@ def test_demo_outputs_pass_the_leak_gate(demo, demo_runs) -> None:
         assert not [p for p in leaked if p not in shifted]
 
 
+@needs_dciodvfy
+def test_demo_outputs_add_no_iod_errors(demo, demo_runs) -> None:
+    first, _, _ = demo_runs
+    outputs = [f for p in first.values() if isinstance(p, Path) for f in sorted(p.iterdir())]
+    assert len(outputs) == 42
+    originals = [p for p in (demo.root / "inbox").rglob("IM*") if p.name != "IM9999"]
+    before = [e for p in originals for e in iod_errors(p)]
+    assert before == []  # the demo's own files are IOD-valid
+    assert [e for p in outputs for e in iod_errors(p)] == []
+
+
 def test_demo_uid_references_consistent(demo, demo_runs) -> None:
     first, _, _ = demo_runs
     mr = [pydicom.dcmread(p) for p in first["DOE_JOHN_19650312-MR-3"].iterdir()]  # type: ignore[union-attr]
@@ -311,7 +349,8 @@ def test_demo_uid_references_consistent(demo, demo_runs) -> None:
         assert len({d.FrameOfReferenceUID for d in series}) == 1
         for d in series:
             assert d.file_meta.MediaStorageSOPInstanceUID == d.SOPInstanceUID
-            assert d.ReferencedStudySequence == []  # X/Z in PS3.15: emptied
+            # X/Z in PS3.15 and Type 3 in General Study: removed, not left without items
+            assert "ReferencedStudySequence" not in d
             assert d.StudyInstanceUID.startswith("2.25.")
     assert mr[0].StudyInstanceUID != ct[0].StudyInstanceUID  # two studies stay two
     sc = pydicom.dcmread(next(first["ROE_JANE-OT-501"].iterdir()))  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""Check converted outputs against independent readers and spec models.
+"""OME-Zarr and OME-TIFF, against independent readers and spec models.
 
 * OME-Zarr (NGFF 0.4 and 0.5, plain image or bioformats2raw layout, sharded or not): metadata
   validated with ``ome-zarr-models``; every array of every resolution level opened and its first
@@ -7,222 +7,24 @@
   ``OME/METADATA.ome.xml`` parsed with ``ome-types`` and its image count matched to the series.
 * OME-TIFF: the OME-XML parsed with ``ome-types``; each image's sizes matched to the TIFF series
   tifffile finds; the first tile of each series decoded.
-* NIfTI: nibabel; shape, finite affine with non-zero determinant, orientation codes, scaling, data
-  readable to the last plane.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
+from imagedepot.validate.base import ValidationResult, need
 
 ZARR_MARKERS = (".zattrs", ".zgroup", "zarr.json")
 TIFF_SUFFIXES = (".tif", ".tiff", ".btf")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
-@dataclass
-class ValidationResult:
-    """The outcome of :func:`validate_path`.
-
-    Attributes
-    ----------
-    path
-        What was checked.
-    kind
-        ``ome-zarr``, ``ome-tiff``, ``nifti`` or ``unknown``.
-    errors
-        What is wrong; empty when valid.
-    info
-        What was found (version, images, shapes...).
-    """
-
-    path: str
-    kind: str
-    errors: list[str] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def valid(self) -> bool:
-        """True when no error was found."""
-        return not self.errors
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (with ``valid``)."""
-        return {
-            "path": self.path,
-            "kind": self.kind,
-            "valid": self.valid,
-            "errors": list(self.errors),
-            "info": self.info,
-        }
-
-
-def detect_kind(path: str | Path) -> str:
-    """Guess what ``path`` is from its layout and name: ``ome-zarr``, ``ome-tiff``, ``nifti``."""
-    p = Path(path)
-    name = p.name.lower()
-    if p.is_dir() and any((p / m).is_file() for m in ZARR_MARKERS):
-        return "ome-zarr"
-    if name.endswith(TIFF_SUFFIXES):
-        return "ome-tiff"
-    if name.endswith(NIFTI_SUFFIXES):
-        return "nifti"
-    return "unknown"
-
-
-def validate_path(path: str | Path) -> ValidationResult:
-    """Validate one output (OME-Zarr folder, OME-TIFF file or NIfTI file).
-
-    Never raises for a bad file: every problem found is listed in ``errors``.
-    """
-    p = Path(path)
-    kind = detect_kind(p)
-    result = ValidationResult(path=str(p), kind=kind)
-    if not p.exists():
-        result.errors.append("no such file or folder")
-        return result
-    if kind == "ome-zarr":
-        _check_ome_zarr(p, result)
-    elif kind == "ome-tiff":
-        _check_ome_tiff(p, result)
-    elif kind == "nifti":
-        info, problems = inspect_nifti(p)
-        result.info.update(info)
-        result.errors.extend(problems)
-    else:
-        result.errors.append(
-            "not an OME-Zarr folder, OME-TIFF (.tif/.tiff) or NIfTI (.nii/.nii.gz)"
-        )
-    return result
-
-
-# --------------------------------------------------------------------------- NIfTI
-
-
-def inspect_nifti(
-    path: str | Path, *, require_scaling: bool = False, data: str = "last_plane"
-) -> tuple[dict[str, Any], list[str]]:
-    """Read a NIfTI back and check it (the one NIfTI checker of the package).
-
-    Parameters
-    ----------
-    path
-        ``.nii`` or ``.nii.gz`` file.
-    require_scaling
-        Require finite ``scl_slope`` and ``scl_inter`` (dcm2niix always writes them). Without it a
-        NaN slope is accepted as "no scaling", as nibabel writes it.
-    data
-        How the voxel data are checked: ``"last_plane"`` decodes the last 2-D plane (a truncated
-        or undecodable file fails; flags non-finite float voxels), ``"size"`` decodes nothing and
-        compares the data block's size with what the header says (the file size of a ``.nii``, the
-        gzip trailer of a ``.nii.gz``, decompressed in full only when the trailer disagrees).
-
-    Returns
-    -------
-    info, problems
-        ``info`` has ``shape``, ``dtype``, ``zooms`` (mm, and seconds for a 4th axis) and
-        ``axcodes`` (e.g. ``("L", "A", "S")``, the direction each voxel axis increases towards);
-        ``problems`` lists what is wrong (empty when the file is good).
-    """
-    import nibabel as nib
-
-    info: dict[str, Any] = {}
-    problems: list[str] = []
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for a bad file
-        return info, [f"nibabel cannot read it: {exc}"]
-    if not isinstance(img, nib.Nifti1Image):  # Nifti2Image derives from it
-        return info, [f"not a NIfTI image ({type(img).__name__})"]
-    hdr = img.header
-    shape = tuple(int(n) for n in img.shape)
-    info["shape"] = list(shape)
-    info["dtype"] = str(hdr.get_data_dtype())
-    info["zooms"] = [float(z) for z in hdr.get_zooms()]
-    if len(shape) < 2 or min(shape) < 1:
-        problems.append(f"bad shape {shape}")
-    affine = img.affine
-    if affine is None or not np.all(np.isfinite(affine)):
-        problems.append("affine is not finite")
-    elif abs(float(np.linalg.det(affine[:3, :3]))) < 1e-12:
-        problems.append("affine is singular (zero determinant)")
-    else:
-        info["axcodes"] = list(nib.aff2axcodes(affine))
-    if int(hdr["sform_code"]) <= 0 and int(hdr["qform_code"]) <= 0:
-        problems.append("no spatial orientation (qform_code and sform_code are 0)")
-    # nibabel moves scaling from the loaded header to the data proxy: read the stored values.
-    from nibabel.openers import ImageOpener
-
-    with ImageOpener(str(path)) as fh:
-        raw = img.header_class.from_fileobj(fh)
-    slope = float(raw["scl_slope"])
-    inter = float(raw["scl_inter"])
-    info["scl_slope"] = slope if np.isfinite(slope) else None
-    info["scl_inter"] = inter if np.isfinite(inter) else None
-    if np.isinf(slope) or (require_scaling and not np.isfinite(slope)):
-        problems.append(f"scl_slope is not finite ({slope})")
-    if np.isinf(inter) or (require_scaling and not np.isfinite(inter)):
-        problems.append(f"scl_inter is not finite ({inter})")
-    if data == "size":
-        # The loaded header forgets vox_offset (nibabel recomputes it on save): use the stored one.
-        expected = int(raw["vox_offset"]) + int(np.prod(shape)) * hdr.get_data_dtype().itemsize
-        found = _data_size(Path(path), expected)
-        if found < expected:
-            problems.append(f"data truncated: {found} of {expected} bytes")
-    elif not problems:
-        # Read the last 2-D plane: a truncated file fails here, memory stays one plane.
-        index = (slice(None), slice(None)) + (-1,) * (len(shape) - 2)
-        try:
-            last = np.asanyarray(img.dataobj[index])
-        except Exception as exc:
-            problems.append(f"data cannot be read: {exc}")
-        else:
-            if np.issubdtype(last.dtype, np.floating) and not np.all(np.isfinite(last)):
-                info["non_finite_voxels"] = True
-    return info, problems
-
-
-def _data_size(path: Path, expected: int) -> int:
-    """Bytes of the NIfTI stream (uncompressed), trusting a gzip trailer that matches."""
-    if not path.name.endswith(".gz"):
-        return path.stat().st_size
-    import gzip
-    import struct
-    import zlib
-
-    with open(path, "rb") as fh:
-        fh.seek(-4, os.SEEK_END)
-        (isize,) = struct.unpack("<I", fh.read(4))
-    if isize == expected % (1 << 32):
-        return expected
-    total = 0
-    try:
-        with gzip.open(path, "rb") as gz:
-            while chunk := gz.read(1 << 22):
-                total += len(chunk)
-    except (OSError, EOFError, zlib.error):
-        pass
-    return total
-
-
-# --------------------------------------------------------------------------- OME-Zarr
-
-
-def _need(module: str, package: str) -> Any:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise RuntimeError(f"validation needs {package}: pip install {package}") from exc
+def is_ome_zarr(path: Path) -> bool:
+    """True for a folder with Zarr group metadata."""
+    return path.is_dir() and any((path / m).is_file() for m in ZARR_MARKERS)
 
 
 def _first_chunk(arr: Any) -> None:
@@ -232,10 +34,10 @@ def _first_chunk(arr: Any) -> None:
     np.asarray(arr[index])
 
 
-def _check_ome_zarr(path: Path, result: ValidationResult) -> None:
+def check_ome_zarr(path: Path, result: ValidationResult) -> None:
     try:
-        zarr = _need("zarr", "zarr")
-        models = _need("ome_zarr_models", "ome-zarr-models")
+        zarr = need("zarr", "zarr")
+        models = need("ome_zarr_models", "ome-zarr-models")
     except RuntimeError as exc:
         result.errors.append(str(exc))
         return
@@ -370,7 +172,7 @@ def _check_ome_group(
     if not xml_path.is_file():
         return
     try:
-        ome_types = _need("ome_types", "ome-types")
+        ome_types = need("ome_types", "ome-types")
         ome = ome_types.from_xml(xml_path.read_text(encoding="utf-8"))
     except Exception as exc:
         result.errors.append(f"OME/METADATA.ome.xml: not valid OME-XML: {exc}")
@@ -391,11 +193,11 @@ def _check_ome_group(
 # --------------------------------------------------------------------------- OME-TIFF
 
 
-def _check_ome_tiff(path: Path, result: ValidationResult) -> None:
+def check_ome_tiff(path: Path, result: ValidationResult) -> None:
     import tifffile
 
     try:
-        ome_types = _need("ome_types", "ome-types")
+        ome_types = need("ome_types", "ome-types")
     except RuntimeError as exc:
         result.errors.append(str(exc))
         return
@@ -450,7 +252,7 @@ def _check_ome_tiff(path: Path, result: ValidationResult) -> None:
                     )
                 try:
                     store = s.aszarr(level=0)
-                    zarr = _need("zarr", "zarr")
+                    zarr = need("zarr", "zarr")
                     _first_chunk(zarr.open_array(store, mode="r"))
                     for level in range(1, len(s.levels)):
                         _first_chunk(zarr.open_array(s.aszarr(level=level), mode="r"))
@@ -460,4 +262,4 @@ def _check_ome_tiff(path: Path, result: ValidationResult) -> None:
         result.errors.append(f"tifffile cannot read it: {exc}")
 
 
-__all__ = ["ValidationResult", "detect_kind", "inspect_nifti", "validate_path"]
+__all__ = ["TIFF_SUFFIXES", "ZARR_MARKERS", "check_ome_tiff", "check_ome_zarr", "is_ome_zarr"]
