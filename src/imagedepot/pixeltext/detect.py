@@ -1,6 +1,9 @@
 """Find text in an 8-bit image: screen, detect with both engines, unite the boxes.
 
-:meth:`TextFinder.find` works in three steps:
+:meth:`TextFinder.find` works in three steps (and then follows faint lines, :mod:`lines`); the
+pieces live in :mod:`~imagedepot.pixeltext.regions` (boxes, settings),
+:mod:`~imagedepot.pixeltext.screen`, :mod:`~imagedepot.pixeltext.kernels` and
+:mod:`~imagedepot.pixeltext.lines`:
 
 1. **Screen** (:func:`candidate_regions`, OpenCV, a few milliseconds for 512 x 512): strokes of
    text are thin and of high contrast, so the white and black top-hats with a 9 x 9 element
@@ -33,326 +36,66 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from imagedepot.pixeltext import engines
+from imagedepot.pixeltext import engines, lines
+from imagedepot.pixeltext.kernels import _kernels
+from imagedepot.pixeltext.regions import (
+    MAX_TESSERACT_HEIGHT,
+    MAX_TEXT_HEIGHT,
+    MIN_TEXT_HEIGHT,
+    SCREENS,
+    Area,
+    Box,
+    DetectorSettings,
+    TextRegion,
+    _grow_box,
+    _overlaps,
+    merge_boxes,
+    tiles,
+)
+from imagedepot.pixeltext.screen import (
+    GLYPHS_IN_SPLIT,
+    GLYPHS_IN_STROKES,
+    candidate_regions,
+    glyph_row,
+    has_characters,
+)
+
+__all__ = [
+    "GLYPHS_IN_SPLIT",
+    "GLYPHS_IN_STROKES",
+    "MAX_TESSERACT_HEIGHT",
+    "MAX_TEXT_HEIGHT",
+    "MIN_TEXT_HEIGHT",
+    "SCREENS",
+    "Area",
+    "Box",
+    "DetectorSettings",
+    "TextFinder",
+    "TextRegion",
+    "candidate_regions",
+    "glyph_row",
+    "has_characters",
+    "merge_boxes",
+    "tiles",
+]
 
 log = logging.getLogger(__name__)
 
-#: A rectangle ``(x0, y0, x1, y1)``: x the column, y the row, ends exclusive.
-Box = tuple[int, int, int, int]
-
-#: Screening modes (see :func:`candidate_regions`).
-SCREENS = ("glyphs", "candidates", "full")
-#: Boxes less high than this (pixels) are not legible text and are dropped.
-MIN_TEXT_HEIGHT = 6
-#: Tesseract words higher than this with no detector box around them are anatomy.
-MAX_TESSERACT_HEIGHT = 80
-#: Detector boxes higher than this need a confident reading of three or more characters.
-MAX_TEXT_HEIGHT = 48
 #: A detector box counts when the recogniser reads it with this confidence...
 READ_CONFIDENCE = 0.5
+
+
 #: ... or when the detector is this sure (mean probability of its kernel) without a reading,
 #: in a box no higher than this (large unread blobs are anatomy).
 STRONG_KERNEL = 0.7
+
+
 MAX_UNREAD_HEIGHT = 36
-
-
-@dataclass(frozen=True)
-class DetectorSettings:
-    """How hard to look (the defaults are the ones ``benchmarks/pixels`` measures)."""
-
-    screen: str = "glyphs"
-    contrast: int = 28
-    det_threshold: float = 0.3
-    box_threshold: float = 0.5
-    tesseract: bool = True
-    tesseract_confidence: float = 0.8
-    tile: int = 1024
-    overlap: int = 96
-    upscale_below: int = 12
-    pad: int = 24
-    complete_lines: bool = True
-
-    def __post_init__(self) -> None:
-        if self.screen not in SCREENS:
-            raise ValueError(f"screen must be one of {', '.join(SCREENS)} (given {self.screen!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, for provenance."""
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-
-@dataclass(frozen=True)
-class TextRegion:
-    """A box of text in one frame: where, what was read, how sure, by which engine."""
-
-    box: Box
-    text: str
-    confidence: float
-    engine: str
-    rendering: str = ""
-    frame: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form (the text is the caller's to keep or drop)."""
-        return {
-            "box": list(self.box),
-            "text": self.text,
-            "confidence": round(self.confidence, 3),
-            "engine": self.engine,
-            "rendering": self.rendering,
-            "frame": self.frame,
-        }
-
-
-# --------------------------------------------------------------------------------------------
-# Screening
-
-
-@dataclass
-class Area:
-    """A candidate area of an image and the height of the strokes seen in it."""
-
-    box: Box
-    stroke_height: int = 0
-    children: list[Box] = field(default_factory=list)
-
-
-def _overlaps(a: Box, b: Box) -> bool:
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
-
-
-def _union(a: Box, b: Box) -> Box:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-
-
-def merge_boxes(boxes: list[Box]) -> list[Box]:
-    """Boxes merged until none overlap (a box touching another merges with it)."""
-    out = list(boxes)
-    changed = True
-    while changed:
-        changed = False
-        merged: list[Box] = []
-        for box in out:
-            for i, other in enumerate(merged):
-                if _overlaps(box, other):
-                    merged[i] = _union(box, other)
-                    changed = True
-                    break
-            else:
-                merged.append(box)
-        out = merged
-    return out
-
-
-def candidate_regions(img: np.ndarray, settings: DetectorSettings) -> list[Area]:
-    """Areas of ``img`` (H x W uint8) that may hold text (see the module docstring)."""
-    import cv2
-
-    h, w = img.shape
-    if settings.screen == "full":
-        return [Area((0, 0, w, h), stroke_height=settings.upscale_below)]
-    polarities = _stroke_masks(img, settings.contrast)
-    strong = polarities[0] | polarities[1]
-    if not strong.any():
-        return []
-    grouped = cv2.dilate(strong, cv2.getStructuringElement(cv2.MORPH_RECT, (9, 3)))
-    stats = _component_stats(grouped)
-    pad = settings.pad
-    areas: list[Area] = []
-    for x, y, bw, bh, _ in stats[stats[:, 4] >= 12].tolist():
-        box = (max(0, x - pad), max(0, y - pad), min(w, x + bw + pad), min(h, y + bh + pad))
-        areas.append(Area(box, stroke_height=bh, children=[(x, y, x + bw, y + bh)]))
-    merged = merge_boxes([a.box for a in areas])
-    out = []
-    for box in merged:
-        lines = [a for a in areas if _overlaps(a.box, box) and _line_like(a.children[0])]
-        heights = sorted(a.stroke_height for a in lines)
-        out.append(
-            Area(
-                box,
-                stroke_height=heights[len(heights) // 2] if heights else 0,
-                children=[a.children[0] for a in lines],
-            )
-        )
-    if settings.screen == "glyphs":
-        out = _with_glyphs(img, out, polarities)
-    return out
-
-
-def _stroke_masks(img: np.ndarray, contrast: int) -> tuple[np.ndarray, np.ndarray]:
-    """Light strokes on dark (white top-hat) and dark on light (black top-hat) of ``img``:
-    pixels of at least ``contrast`` grey levels in runs (three of a 3 x 3 neighbourhood)."""
-    import cv2
-
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
-    smooth = cv2.GaussianBlur(img, (3, 3), 0.8)
-    out = []
-    for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
-        strong = (cv2.morphologyEx(smooth, op, k) >= contrast).astype(np.uint8)
-        strong &= (cv2.boxFilter(strong, -1, (3, 3), normalize=False) >= 3).astype(np.uint8)
-        out.append(strong)
-    return out[0], out[1]
-
-
-#: Glyphs in a row that make an area worth reading: in its strokes...
-GLYPHS_IN_STROKES = 3
-#: ... or in a two-level (Otsu) split of one of its lines, where texture and speckle also
-#: make short rows.
-GLYPHS_IN_SPLIT = 4
-
-
-def _with_glyphs(
-    img: np.ndarray, areas: list[Area], strokes: tuple[np.ndarray, np.ndarray]
-) -> list[Area]:
-    """The areas of ``img`` that hold a row of glyphs (the ``glyphs`` screen).
-
-    Glyphs are looked for in the strokes of either polarity (``strokes``, the masks of
-    :func:`_stroke_masks`; :data:`GLYPHS_IN_STROKES` in a row), and in each line of an area
-    split at its own two-level (Otsu) threshold, either polarity, where letters too bold, too
-    faint or set too close for the top-hat to keep apart show as separate shapes
-    (:data:`GLYPHS_IN_SPLIT` in a row). Measured on the synthetic corpus
-    (``benchmarks/pixels``): this keeps every text box the detector finds and drops the
-    candidate areas of 55 of 58 text-free CT and MR images.
-    """
-    return [a for a in areas if _holds_glyphs(img, a, strokes)]
-
-
-def _holds_glyphs(img: np.ndarray, area: Area, strokes: tuple[np.ndarray, np.ndarray]) -> bool:
-    import cv2
-
-    x0, y0, x1, y1 = area.box
-    if min(x1 - x0, y1 - y0) < 6:
-        return False
-    if any(_longest_row(_glyphs(m[y0:y1, x0:x1])) >= GLYPHS_IN_STROKES for m in strokes):
-        return True
-    # the lines (at least 1.5 times as wide as high: four glyphs) are painted into one mask
-    # per polarity, framed by a pixel of background so that no shape crosses from one line
-    # into another; each line's glyphs are chained on their own
-    lines = [
-        _grow_box(c, 6, img.shape[:2]) for c in area.children if c[2] - c[0] >= 1.5 * (c[3] - c[1])
-    ]
-    if not lines:
-        return False
-    light = np.zeros((y1 - y0, x1 - x0), dtype=np.uint8)
-    dark = np.zeros_like(light)
-    for cx0, cy0, cx1, cy1 in lines:
-        _, bw = cv2.threshold(img[cy0:cy1, cx0:cx1], 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-        window = (slice(cy0 - y0, cy1 - y0), slice(cx0 - x0, cx1 - x0))
-        light[window] = bw
-        dark[window] = 1 - bw
-        for mask in (light, dark):
-            mask[window][[0, -1], :] = 0
-            mask[window][:, [0, -1]] = 0
-    found = _glyphs(light) + _glyphs(dark)
-    for lx0, ly0, lx1, ly1 in lines:
-        inside = [g for g in found if _within(g, (lx0 - x0, ly0 - y0, lx1 - x0, ly1 - y0))]
-        if len(inside) >= GLYPHS_IN_SPLIT and _longest_row(inside) >= GLYPHS_IN_SPLIT:
-            return True
-    return False
-
-
-def _within(inner: Box, outer: Box) -> bool:
-    return (
-        outer[0] <= inner[0]
-        and outer[1] <= inner[1]
-        and inner[2] <= outer[2]
-        and inner[3] <= outer[3]
-    )
-
-
-def _glyphs(mask: np.ndarray) -> list[Box]:
-    """Parts of a binary mask shaped like glyphs: 5 to 60 px high, no more than three times as
-    wide, strokes (12-90 % of their box filled) rather than solid blobs or single lines."""
-    st = _component_stats(mask).astype(np.int64)
-    _, _, bw, bh, count = st.T
-    ok = (
-        (bh >= 5)
-        & (bh <= 60)
-        & (bw <= 3 * bh)
-        & (count >= 6)
-        & (100 * count >= 12 * bw * bh)
-        & (10 * count <= 9 * bw * bh + 10)
-    )
-    return [(a, b, a + c, b + d) for a, b, c, d in st[ok][:, :4].tolist()]
-
-
-def _component_stats(mask: np.ndarray) -> np.ndarray:
-    """``(x, y, width, height, pixels)`` of each 8-connected part of ``mask`` (background
-    left out). Labels are 16-bit where that cannot overflow (about twice as fast)."""
-    import cv2
-
-    small = mask.shape[0] * mask.shape[1] <= 4 * 65000
-    ltype = cv2.CV_16U if small else cv2.CV_32S
-    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=ltype)
-    return np.asarray(stats[1:])
-
-
-def _longest_row(glyphs: list[Box]) -> int:
-    """Length of the longest chain of glyphs each beside the next: heights within a factor of
-    two, no farther apart than the larger height (overlapping by at most half the smaller),
-    tops or bottoms aligned within a quarter of the larger height (2 px at least)."""
-    glyphs = sorted(glyphs)
-    best = [1] * len(glyphs)
-    for b, (bx0, by0, _, by1) in enumerate(glyphs):
-        bh = by1 - by0
-        for a in range(b):
-            _, ay0, ax1, ay1 = glyphs[a]
-            lo, hi = sorted((ay1 - ay0, bh))
-            gap = bx0 - ax1
-            if not (-lo // 2 <= gap <= hi and 2 * lo >= hi):
-                continue
-            tol = max(2.0, 0.25 * hi)
-            if abs(ay1 - by1) <= tol or abs(ay0 - by0) <= tol:
-                best[b] = max(best[b], best[a] + 1)
-    return max(best, default=0)
-
-
-def glyph_row(img: np.ndarray, box: Box, *, contrast: int = 28) -> int:
-    """The longest row of glyphs in ``box`` of ``img`` (H x W uint8), in the strokes of
-    either polarity or in the two-level (Otsu) split of the crop, either polarity."""
-    import cv2
-
-    x0, y0, x1, y1 = box
-    crop = np.ascontiguousarray(img[y0:y1, x0:x1])
-    if crop.shape[0] < 6 or crop.shape[1] < 6:
-        return 0
-    _, split = cv2.threshold(crop, 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    masks = [*_stroke_masks(crop, contrast), split, 1 - split]
-    return max(_longest_row(_glyphs(m)) for m in masks)
-
-
-def _line_like(box: Box) -> bool:
-    """A group of strokes shaped like a line of text (height of text, at least as wide)."""
-    w, h = box[2] - box[0], box[3] - box[1]
-    return MIN_TEXT_HEIGHT <= h <= MAX_TESSERACT_HEIGHT and w >= h
-
-
-def tiles(box: Box, size: int, overlap: int) -> list[Box]:
-    """``box`` cut into tiles of at most ``size`` x ``size`` that overlap by ``overlap``."""
-    x0, y0, x1, y1 = box
-    step = max(1, size - overlap)
-
-    def starts(a: int, b: int) -> list[int]:
-        if b - a <= size:
-            return [a]
-        s = list(range(a, b - size, step))
-        return [*s, b - size]
-
-    return [
-        (x, y, min(x + size, x1), min(y + size, y1)) for y in starts(y0, y1) for x in starts(x0, x1)
-    ]
-
-
-# --------------------------------------------------------------------------------------------
-# Detection
 
 
 class TextFinder:
@@ -426,69 +169,8 @@ class TextFinder:
     def _complete_lines(
         self, img: np.ndarray, seeds: list[TextRegion], found: list[TextRegion], frame: int
     ) -> list[TextRegion]:
-        """Parts of the lines of ``found`` that run over bright or busy background.
-
-        A line of text drawn at one grey level is faint where it crosses anatomy of nearly
-        that level, and the detector stops where the contrast does. Around each line (as
-        high, and :data:`LINE_REACH` heights to either side) the strokes of either polarity
-        are normalised by their local maximum (:func:`local_strokes`), so faint letters show
-        as strongly as bright ones, and the detector reads that picture; its boxes that
-        continue a found line (as high, on the same rows) are added, unread
-        (engine ``rapidocr-line``).
-        """
-        h, w = img.shape[:2]
-        # lines of text: three letters or digits read (not a lone marker or scale label)
-        lines = [
-            r
-            for r in seeds
-            if MIN_TEXT_HEIGHT <= r.box[3] - r.box[1] <= MAX_TEXT_HEIGHT
-            and sum(c.isalnum() for c in r.text) >= 3
-        ]
-        bands: list[Box] = []  # one per line: a band shared by several lines would make
-        for r in lines:  # what is found depend on the neighbours
-            x0, y0, x1, y1 = r.box
-            lh = y1 - y0
-            bands.append(
-                (
-                    max(0, x0 - LINE_REACH * lh),
-                    max(0, y0 - lh // 2),
-                    min(w, x1 + LINE_REACH * lh),
-                    min(h, y1 + lh // 2),
-                )
-            )
-        out: list[TextRegion] = []
-        for band, line in sorted(set(zip(bands, [r.box for r in lines], strict=True))):
-            bx0, by0, bx1, by1 = band
-            # boxes are grown around their text: the letters are about two thirds as high
-            height = max(8, round(0.65 * (line[3] - line[1])))
-            planes = local_strokes(img[by0:by1, bx0:bx1], height)
-            seen: list[Box] = []
-            for tile in tiles(
-                (0, 0, bx1 - bx0, by1 - by0), self.settings.tile, self.settings.overlap
-            ):
-                tx0, ty0, tx1, ty1 = tile
-                prob = self.detector.probability(np.dstack([p[ty0:ty1, tx0:tx1] for p in planes]))
-                for x, y, kw, kh, _ in _kernels(prob, self.settings, 1):
-                    grow = round(kw * kh * 1.6 / (2.0 * (kw + kh)))
-                    seen.append(
-                        (
-                            max(0, bx0 + tx0 + x - grow),
-                            max(0, by0 + ty0 + y - grow),
-                            min(w, bx0 + tx0 + x + kw + grow),
-                            min(h, by0 + ty0 + y + kh + grow),
-                        )
-                    )
-            hull = _continuation(seen, line)
-            if hull is None or _covered(hull, found + out):
-                continue
-            # a token left in place on the line (an orientation marker beside a name) cuts it
-            kept = [r.box for r in found if r not in seeds and _overlaps(r.box, hull)]
-            out += [
-                TextRegion(piece, "", 0.0, "rapidocr-line", "strokes", frame)
-                for piece in _cut(hull, kept)
-                if _overlaps(piece, line) or piece[2] - piece[0] >= MIN_TEXT_HEIGHT
-            ]
-        return out
+        """Lines of ``seeds`` followed where they run faint (:func:`lines.complete_lines`)."""
+        return lines.complete_lines(self.detector, self.settings, img, seeds, found, frame)
 
     def _db(
         self,
@@ -609,181 +291,6 @@ class TextFinder:
         return alnum >= 3 or (alnum == 2 and height >= 8 and word.confidence >= 0.9)
 
 
-#: How far (in line heights) :meth:`TextFinder._complete_lines` looks to either side of a line.
-LINE_REACH = 8
-
-
-def local_strokes(img: np.ndarray, height: int) -> list[np.ndarray]:
-    """Strokes of ``img`` (H x W uint8) normalised by their local maximum, per polarity.
-
-    The white and black top-hats (element a little larger than the line ``height``) keep
-    strokes and drop background; each is divided by its maximum over a neighbourhood three
-    line heights wide (at least :data:`LOCAL_FLOOR` grey levels, so flat noise is not blown
-    up). Faint letters
-    over bright anatomy then show as strongly as the bright letters of the same line.
-    """
-    import cv2
-
-    side = max(9, height | 1)
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (side, side))
-    near = cv2.getStructuringElement(cv2.MORPH_RECT, ((3 * height) | 1, height | 1))
-    smooth = cv2.GaussianBlur(img, (3, 3), 0.8)
-    out = []
-    for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
-        s = cv2.morphologyEx(smooth, op, k).astype(np.float32)
-        top = np.maximum(cv2.dilate(s, near), np.float32(LOCAL_FLOOR))
-        out.append(np.clip(s * (255.0 / top), 0, 255).astype(np.uint8))
-    return out
-
-
-#: Grey levels under which strokes are not normalised up (:func:`local_strokes`).
-LOCAL_FLOOR = 20.0
-
-
-def _continuation(boxes: list[Box], line: Box) -> Box | None:
-    """The whole of ``line`` as ``boxes`` continue it, or ``None`` when none does.
-
-    A box continues the line when it lies on its rows (half the lower height shared), is of
-    about its height (a half to 1.5 times) and is reached from it through boxes that do the
-    same with no gap wider than :data:`WORD_GAP` line heights (so a line is followed word by
-    word, never across to a distant shape that happens to be level). The result is the hull
-    of the line and its continuations: a piece between two words that neither picture shows
-    is blanked with them. The line's height is the larger of its own box's and of the boxes
-    that cover half of it (its text found again in the same picture, grown the same way),
-    since engines draw their boxes differently tight, but no more than 1.5 times its own.
-    """
-    again = [b for b in boxes if _covered(line, [TextRegion(b, "", 0.0, "")], 0.5)]
-    own = line[3] - line[1]
-    lh = min(max([own, *(b[3] - b[1] for b in again)]), (3 * own) // 2)
-    level = [
-        b
-        for b in boxes
-        if 2 * (min(b[3], line[3]) - max(b[1], line[1])) >= min(b[3] - b[1], lh)
-        and 2 * (b[3] - b[1]) <= 3 * lh
-        and lh <= 2 * (b[3] - b[1])
-    ]
-    reached = [line]
-    grew = True
-    while grew:
-        grew = False
-        for b in level:
-            if b not in reached and any(
-                max(r[0] - b[2], b[0] - r[2]) <= WORD_GAP * lh for r in reached
-            ):
-                reached.append(b)
-                grew = True
-    if len(reached) == 1:
-        return None
-    hull = reached[0]
-    for b in reached[1:]:
-        hull = _union(hull, b)
-    return hull
-
-
-def _cut(box: Box, holes: list[Box]) -> list[Box]:
-    """``box`` cut along its line (x) around ``holes``: the pieces left and right of them."""
-    pieces = [box]
-    for hx0, _, hx1, _ in sorted(holes):
-        out = []
-        for x0, y0, x1, y1 in pieces:
-            if hx1 <= x0 or x1 <= hx0:
-                out.append((x0, y0, x1, y1))
-                continue
-            if hx0 > x0:
-                out.append((x0, y0, hx0, y1))
-            if hx1 < x1:
-                out.append((hx1, y0, x1, y1))
-        pieces = out
-    return pieces
-
-
-#: Widest gap (in line heights) between two words of one line.
-WORD_GAP = 1.5
-
-
-def _covered(box: Box, regions: list[TextRegion], share: float = 0.9) -> bool:
-    """True if ``share`` of ``box`` lies in one of ``regions`` (the same text found again)."""
-    area = max(1, (box[2] - box[0]) * (box[3] - box[1]))
-    for r in regions:
-        w = min(box[2], r.box[2]) - max(box[0], r.box[0])
-        h = min(box[3], r.box[3]) - max(box[1], r.box[1])
-        if w > 0 and h > 0 and w * h >= share * area:
-            return True
-    return False
-
-
-#: A row of a kernel whose mean probability is under this share of its highest row's lies
-#: between two lines of text.
-SPLIT_VALLEY = 0.3
-
-
-def _kernels(
-    prob: np.ndarray, settings: DetectorSettings, scale: int
-) -> list[tuple[int, int, int, int, float]]:
-    """Text kernels of a probability map: ``(x, y, width, height, mean probability)``.
-
-    Lines of text set close together (two pixels apart, as on the corners of radiographs)
-    merge into one kernel at :attr:`DetectorSettings.det_threshold`; such a kernel is too high
-    for a line and its reading fails. Where the kernel breaks into bands that do not share a
-    row at a higher level (:data:`SPLIT_LEVELS`), it is cut between them, each part keeping
-    all its pixels of the lower level.
-    """
-    import cv2
-
-    mask = (prob > settings.det_threshold).astype(np.uint8)
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=4)
-    out = []
-    for i in range(1, n):
-        x, y, bw, bh, count = (int(v) for v in stats[i])
-        if count < 3 or min(bw, bh) < 2:
-            continue
-        own = labels[y : y + bh, x : x + bw] == i
-        sub = prob[y : y + bh, x : x + bw]
-        parts = [(0, bh)]
-        if bh >= 2 * MIN_TEXT_HEIGHT * scale:
-            parts = _stacked_lines(sub, own) or parts
-        for r0, r1 in parts:
-            piece = own[r0:r1]
-            rows = np.flatnonzero(piece.any(axis=1))
-            cols = np.flatnonzero(piece.any(axis=0))
-            if len(rows) == 0:
-                continue
-            score = float(sub[r0:r1][piece].mean())
-            if score < settings.box_threshold or piece.sum() < 3:
-                continue
-            py0, px0 = r0 + int(rows[0]), int(cols[0])
-            ph, pw = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
-            if min(ph, pw) >= 2:
-                out.append((x + px0, y + py0, pw, ph, score))
-    return out
-
-
-def _stacked_lines(sub: np.ndarray, own: np.ndarray) -> list[tuple[int, int]] | None:
-    """Row ranges of the lines stacked in one kernel, or ``None`` when it holds one line.
-
-    The mean probability of each row falls between two lines (a few columns may still bridge
-    them where the lines end together); rows under :data:`SPLIT_VALLEY` of the highest row
-    part the kernel into bands, and two bands of three rows or more are cut at the lowest row
-    between them.
-    """
-    profile = np.where(own, sub, 0.0).mean(axis=1)
-    low = profile < SPLIT_VALLEY * float(profile.max())
-    bands: list[tuple[int, int]] = []
-    start = None
-    for r, is_low in enumerate([*low.tolist(), True]):
-        if not is_low and start is None:
-            start = r
-        elif is_low and start is not None:
-            if r - start >= 3:
-                bands.append((start, r))
-            start = None
-    if len(bands) < 2:
-        return None
-    cuts = [a1 + int(np.argmin(profile[a1:b0])) for (_, a1), (b0, _) in itertools.pairwise(bands)]
-    edges = [0, *cuts, own.shape[0]]
-    return list(itertools.pairwise(edges))
-
-
 def _readable(text: str, conf: float) -> bool:
     """A reading worth its name: two letters or digits, or one Latin one read with certainty."""
     alnum = sum(c.isalnum() for c in text)
@@ -802,66 +309,6 @@ def _stacks(renderings: list[tuple[str, np.ndarray]]) -> list[list[tuple[str, np
         else:
             groups.append([(name, img)])
     return groups
-
-
-def has_characters(img: np.ndarray, box: Box, contrast: int = 28) -> bool:
-    """True if ``box`` of ``img`` holds strokes shaped like a line of text (gates Tesseract).
-
-    Per polarity (light on dark: white top-hat; dark on light: black top-hat; one at a time,
-    since their union fills the gaps between letters), the strokes of at least
-    ``contrast`` grey levels are split into connected parts. The box holds characters when two
-    parts of glyph size (4 to 60 pixels high, no more than four times as wide) stand in a row,
-    each beside the next: heights within a factor of two, overlapping by half the smaller
-    height, no farther apart than the larger height (two blobs of anatomy side by side are
-    common, three in a row of letter shape are not); or when one part is a run of letters that touch (a band 6
-    to 48 pixels high whose middle rows cross at least three strokes, and about one per
-    character width). A curve of anatomy or a table edge crosses one.
-    """
-    import cv2
-
-    x0, y0, x1, y1 = box
-    crop = img[y0:y1, x0:x1]
-    if crop.shape[0] < 4 or crop.shape[1] < 4:
-        return False
-    k = cv2.getStructuringElement(cv2.MORPH_RECT, (9, 9))
-    smooth = cv2.GaussianBlur(crop, (3, 3), 0.8)
-    for op in (cv2.MORPH_TOPHAT, cv2.MORPH_BLACKHAT):
-        strong = (cv2.morphologyEx(smooth, op, k) >= contrast).astype(np.uint8)
-        strong &= (cv2.boxFilter(strong, -1, (3, 3), normalize=False) >= 3).astype(np.uint8)
-        n, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
-        glyphs = []
-        for i in range(1, n):
-            x, y, bw, bh, count = (int(v) for v in stats[i])
-            if 4 <= bh <= 60 and bw <= 4 * bh and count >= 4:
-                glyphs.append((x, y, x + bw, y + bh))
-            elif 6 <= bh <= 48 and bw >= bh and count >= 12:
-                part = labels[y : y + bh, x : x + bw] == i
-                mid = part[bh // 4 : bh - bh // 4]
-                crossings = np.count_nonzero(mid[:, 1:] & ~mid[:, :-1], axis=1)
-                if float(np.median(crossings)) >= max(3.0, 0.8 * bw / bh):
-                    return True
-        glyphs.sort()
-        left: set[int] = set()  # glyphs with a neighbour to their right
-        right: set[int] = set()  # ... to their left
-        for a, (_, ay0, ax1, ay1) in enumerate(glyphs):
-            ah = ay1 - ay0
-            for b, (bx0, by0, _, by1) in enumerate(glyphs[a + 1 :], start=a + 1):
-                gap = bx0 - ax1
-                if gap > 60:
-                    break  # sorted by left edge: the rest are farther still
-                lo, hi = sorted((ah, by1 - by0))
-                overlap = min(ay1, by1) - max(ay0, by0)
-                if -lo // 2 <= gap <= hi and 2 * lo >= hi and 2 * overlap >= lo:
-                    left.add(a)
-                    right.add(b)
-        if left & right:
-            return True  # three glyphs in a row
-    return False
-
-
-def _grow_box(box: Box, by: int, shape: tuple[int, int]) -> Box:
-    x0, y0, x1, y1 = box
-    return (max(0, x0 - by), max(0, y0 - by), min(shape[1], x1 + by), min(shape[0], y1 + by))
 
 
 def _line_crop(img: np.ndarray, box: Box) -> np.ndarray:
