@@ -18,7 +18,6 @@ from imagedepot.deposit.xnat import (
     Credentials,
     DepositReport,
     XnatDepositError,
-    _assign_scan_ids,
     build_plan,
     deposit_xnat,
     iter_plan_files,
@@ -27,6 +26,7 @@ from imagedepot.deposit.xnat import (
     stage_xnat,
     xnat_label,
 )
+from imagedepot.deposit.xnat.plan import _assign_scan_ids
 from imagedepot.errors import ConfigError
 from imagedepot.io import file_record, read_json, write_json
 from tests.servers import xnat_fixture
