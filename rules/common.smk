@@ -281,10 +281,32 @@ def get_bids_rules_flag(wildcards):
     return f"--rules {path}" if path else ""
 
 
+def get_benchmark_files(wildcards):
+    """Benchmark files of every job of the default run before the report, in pipeline order:
+    the report's time and memory per step."""
+    batches = _batch_ids(_pending_items())
+    files = [rules.scan_inputs.benchmark]
+    for step in (rules.convert_batch, rules.deidentify_batch, rules.check_leaks_batch):
+        files += expand(step.benchmark, batch=batches)
+    files += [rules.build_fhir_bundles.benchmark, rules.build_bids_tree.benchmark]
+    files += expand(rules.stage_destination.benchmark, destination=get_staged_destinations())
+    files += expand(rules.stage_xnat.benchmark, destination=get_destinations_of_type("xnat"))
+    files += expand(rules.stage_bia.benchmark, destination=get_destinations_of_type("bia"))
+    files += [rules.summarize_run.benchmark]
+    return files
+
+
+def get_output_dir(wildcards, output):
+    """The folder of a rule's (first) output, as the job sees it (a local copy on storage runs)."""
+    return os.path.dirname(output[0])
+
+
 def get_final_output(wildcards):
-    """What `snakemake` builds by default: the run summary (which needs every stage), and the
-    local staging of the repository destinations (XNAT plans, BioImage Archive packages)."""
+    """What `snakemake` builds by default: the run summary (which needs every stage), the
+    local staging of the repository destinations (XNAT plans, BioImage Archive packages) and
+    the run report's pieces (results/report/, for `snakemake --report report.html`)."""
     out = ["results/summary.json", tree("results/bids")]
     out += [f"results/stage/{d}.xnat-plan.json" for d in get_destinations_of_type("xnat")]
     out += [tree(f"results/bia/{d}") for d in get_destinations_of_type("bia")]
+    out += list(rules.make_report.output)
     return out
