@@ -41,7 +41,7 @@ def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
     def run(workdir: Path, *args: str, config: Path = CONFIGS[0], check: bool = True):
         env = os.environ | {
@@ -66,3 +66,32 @@ def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
         return proc
 
     return run
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One real run of the demo workflow, shared by the workflow and report tests (read-only
+    use: a test that changes the run's outputs makes its own)."""
+    from imagedepot.demo import make_demo
+
+    work = tmp_path_factory.mktemp("run")
+    make_demo(work / "demo")
+    # A corrupt file dropped into the inbox: must end in the quarantine list, the rest completes.
+    (work / "demo" / "inbox" / "DOE_JOHN_19650312" / "IM_CORRUPT").write_bytes(b"\x00" * 50)
+    cmd = [
+        *snakemake_cmd(),
+        "--snakefile",
+        str(ROOT / "Snakefile"),
+        "--directory",
+        str(work),
+        "--configfile",
+        str(CONFIGS[0]),
+        "--cores",
+        "2",
+    ]
+    env = os.environ | {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
+    env.pop("IMAGEDEPOT_PSEUDONYM_KEY", None)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (work / "snakemake.out").write_text(proc.stdout + proc.stderr)
+    return work

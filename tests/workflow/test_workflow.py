@@ -108,38 +108,6 @@ def test_unsafe_configs_stop_the_workflow_before_any_job(
     assert not (tmp_path / "results").exists()
 
 
-@pytest.fixture(scope="module")
-def demo_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One real run of the demo workflow, shared by the assertions below."""
-    from imagedepot.demo import make_demo
-    from tests.workflow.conftest import snakemake_cmd
-
-    work = tmp_path_factory.mktemp("run")
-    make_demo(work / "demo")
-    # A corrupt file dropped into the inbox: must end in the quarantine list, the rest completes.
-    (work / "demo" / "inbox" / "DOE_JOHN_19650312" / "IM_CORRUPT").write_bytes(b"\x00" * 50)
-    cmd = [
-        *snakemake_cmd(),
-        "--snakefile",
-        str(ROOT / "Snakefile"),
-        "--directory",
-        str(work),
-        "--configfile",
-        str(CONFIGS[0]),
-        "--cores",
-        "2",
-    ]
-    import os
-    import sys
-
-    env = os.environ | {"PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"]}
-    env.pop("IMAGEDEPOT_PSEUDONYM_KEY", None)
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (work / "snakemake.out").write_text(proc.stdout + proc.stderr)
-    return work
-
-
 def test_summary_accounts_for_every_input(demo_run: Path) -> None:
     s = json.loads((demo_run / "results" / "summary.json").read_text())
     assert s["found"] == s["processed"] + s["quarantined"] + s["excluded"]
