@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from imagedepot.config import check_workflow_config, schema_path
 from imagedepot.ingest import files_fingerprint
+from imagedepot.report import REPORT_FILES
 from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import load_samples
 from imagedepot.storage import ENV_PREFIX as STORAGE_ENV_PREFIX
@@ -281,18 +282,25 @@ def get_bids_rules_flag(wildcards):
     return f"--rules {path}" if path else ""
 
 
+def _benchmarks(step, *jobs):
+    """Benchmark files of a step's jobs: benchmarks/<step>/<job>.tsv (the scheme of every
+    benchmark directive). Plain paths: the benchmark of rules.<name> is already mapped to
+    storage on storage runs, and would be mapped twice."""
+    return [f"benchmarks/{step}/{job}.tsv" for job in jobs]
+
+
 def get_benchmark_files(wildcards):
     """Benchmark files of every job of the default run before the report, in pipeline order:
     the report's time and memory per step."""
     batches = _batch_ids(_pending_items())
-    files = [rules.scan_inputs.benchmark]
-    for step in (rules.convert_batch, rules.deidentify_batch, rules.check_leaks_batch):
-        files += expand(step.benchmark, batch=batches)
-    files += [rules.build_fhir_bundles.benchmark, rules.build_bids_tree.benchmark]
-    files += expand(rules.stage_destination.benchmark, destination=get_staged_destinations())
-    files += expand(rules.stage_xnat.benchmark, destination=get_destinations_of_type("xnat"))
-    files += expand(rules.stage_bia.benchmark, destination=get_destinations_of_type("bia"))
-    files += [rules.summarize_run.benchmark]
+    files = _benchmarks("scan_inputs", "scan")
+    for step in ("convert_batch", "deidentify_batch", "check_leaks_batch"):
+        files += _benchmarks(step, *batches)
+    files += _benchmarks("build_fhir_bundles", "fhir") + _benchmarks("build_bids_tree", "bids")
+    files += _benchmarks("stage_destination", *get_staged_destinations())
+    files += _benchmarks("stage_xnat", *get_destinations_of_type("xnat"))
+    files += _benchmarks("stage_bia", *get_destinations_of_type("bia"))
+    files += _benchmarks("summarize_run", "summary")
     return files
 
 
@@ -308,5 +316,5 @@ def get_final_output(wildcards):
     out = ["results/summary.json", tree("results/bids")]
     out += [f"results/stage/{d}.xnat-plan.json" for d in get_destinations_of_type("xnat")]
     out += [tree(f"results/bia/{d}") for d in get_destinations_of_type("bia")]
-    out += list(rules.make_report.output)
+    out += [f"results/report/{name}" for name in REPORT_FILES.values()]
     return out
