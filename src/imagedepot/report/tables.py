@@ -145,9 +145,9 @@ def _add_report(use: PolicyUse, key: str, report: Mapping[str, Any]) -> None:
         use.ome["images"] += 1
         for k, v in (report.get("xml") or {}).items():
             if isinstance(v, int):
-                use.ome[f"OME-XML {k.replace('_', ' ')}"] += v
+                use.ome[f"XML {k.replace('_', ' ')}"] += v
         for k in ("zarr_fields_removed", "zarr_names_replaced"):
-            use.ome[k.replace("_", " ")] += int(report.get(k) or 0)
+            use.ome[k.replace("zarr_", "Zarr ").replace("_", " ")] += int(report.get(k) or 0)
         use.ome["TIFF tags cleaned"] += len(report.get("tiff_tags_cleaned") or {})
 
 

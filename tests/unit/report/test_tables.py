@@ -93,7 +93,8 @@ def test_policy_uses_count_what_each_policy_did(tmp_path: Path) -> None:
     assert settings["file (SHA-256)"] == "p.yaml (abababababab)"
     assert settings["de-identification options"] == "x"
     # a policy whose items carry no policy record still gets its counts
-    assert q.record is None and q.ome["OME-XML annotations removed"] == 2
+    assert q.record is None and q.ome["XML annotations removed"] == 2
+    assert dict(tables.policy_counts(q))["OME Zarr names replaced"] == 1
     assert "no item reached" in tables.policy_settings(q)[0][1]
 
 
