@@ -12,6 +12,8 @@
 #   results/stage/<destination>/             what leaves: data, bundles, MANIFEST.sha256, summary.json
 #   results/bia/<destination>/               BioImage Archive packages (bia destinations)
 #   results/summary.json                     found = processed + quarantined + excluded
+#   results/report/                          run report pieces (trusted zone, never staged);
+#                                            `snakemake --report report.html` makes the report
 # Network targets (never in `all`): see rules/deposit.smk.
 
 
@@ -23,6 +25,9 @@ min_version("9.5")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/ingest.smk"
 include: "rules/convert.smk"
@@ -30,6 +35,7 @@ include: "rules/deidentify.smk"
 include: "rules/fhir.smk"
 include: "rules/stage.smk"
 include: "rules/deposit.smk"
+include: "rules/report.smk"
 
 
 rule all:

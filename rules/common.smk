@@ -9,6 +9,7 @@ from snakemake.utils import validate
 
 from imagedepot.config import check_workflow_config, schema_path
 from imagedepot.ingest import files_fingerprint
+from imagedepot.report import REPORT_FILES
 from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import file_lists, load_samples
 from imagedepot.storage import ENV_PREFIX as STORAGE_ENV_PREFIX
@@ -283,10 +284,39 @@ def get_bids_rules_flag(wildcards):
     return f"--rules {path}" if path else ""
 
 
+def _benchmarks(step, *jobs):
+    """Benchmark files of a step's jobs: benchmarks/<step>/<job>.tsv (the scheme of every
+    benchmark directive). Plain paths: the benchmark of rules.<name> is already mapped to
+    storage on storage runs, and would be mapped twice."""
+    return [f"benchmarks/{step}/{job}.tsv" for job in jobs]
+
+
+def get_benchmark_files(wildcards):
+    """Benchmark files of every job of the default run before the report, in pipeline order:
+    the report's time and memory per step."""
+    batches = _batch_ids(_pending_items())
+    files = _benchmarks("scan_inputs", "scan")
+    for step in ("convert_batch", "deidentify_batch", "check_leaks_batch"):
+        files += _benchmarks(step, *batches)
+    files += _benchmarks("build_fhir_bundles", "fhir") + _benchmarks("build_bids_tree", "bids")
+    files += _benchmarks("stage_destination", *get_staged_destinations())
+    files += _benchmarks("stage_xnat", *get_destinations_of_type("xnat"))
+    files += _benchmarks("stage_bia", *get_destinations_of_type("bia"))
+    files += _benchmarks("summarize_run", "summary")
+    return files
+
+
+def get_output_dir(wildcards, output):
+    """The folder of a rule's (first) output, as the job sees it (a local copy on storage runs)."""
+    return os.path.dirname(output[0])
+
+
 def get_final_output(wildcards):
-    """What `snakemake` builds by default: the run summary (which needs every stage), and the
-    local staging of the repository destinations (XNAT plans, BioImage Archive packages)."""
+    """What `snakemake` builds by default: the run summary (which needs every stage), the
+    local staging of the repository destinations (XNAT plans, BioImage Archive packages) and
+    the run report's pieces (results/report/, for `snakemake --report report.html`)."""
     out = ["results/summary.json", tree("results/bids")]
     out += [f"results/stage/{d}.xnat-plan.json" for d in get_destinations_of_type("xnat")]
     out += [tree(f"results/bia/{d}") for d in get_destinations_of_type("bia")]
+    out += [f"results/report/{name}" for name in REPORT_FILES.values()]
     return out

@@ -59,6 +59,8 @@ rule stage_xnat:
         "results/stage/{destination}.xnat-plan.json",
     log:
         "logs/stage_xnat/{destination}.log",
+    benchmark:
+        "benchmarks/stage_xnat/{destination}.tsv"
     conda:
         ENV
     threads: 1
@@ -80,6 +82,8 @@ rule stage_bia:
         tree("results/bia/{destination}"),
     log:
         "logs/stage_bia/{destination}.log",
+    benchmark:
+        "benchmarks/stage_bia/{destination}.tsv"
     conda:
         ENV
     threads: 1

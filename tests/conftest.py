@@ -144,7 +144,7 @@ def demo_workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return work
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def run_snakemake() -> Callable[..., subprocess.CompletedProcess[str]]:
     """:func:`snakemake_run`."""
     return snakemake_run

@@ -29,16 +29,19 @@ VERBS = (
     "stage",
     "deposit",
     "summary",
+    "report",
     "status",
     "schedule",
     "validate",
 )
 
 #: Verbs that write the trusted zone (the draft sample sheet, results/ingest, convert, deid,
-#: leakcheck, bids, fhir): their outputs hold original names, paths, MRNs or birth dates, so they
-#: are created 0600 / 0700 (:func:`imagedepot.io.enter_trusted_zone`). Staged output (``stage``)
-#: keeps the usual modes.
-TRUSTED_VERBS = frozenset({"sheet", "scan", "convert", "deid", "leakcheck", "batch", "fhir"})
+#: leakcheck, bids, fhir, report): their outputs hold original names, paths, MRNs, birth dates or
+#: burned-in text, so they are created 0600 / 0700 (:func:`imagedepot.io.enter_trusted_zone`).
+#: Staged output (``stage``) keeps the usual modes.
+TRUSTED_VERBS = frozenset(
+    {"sheet", "scan", "convert", "deid", "leakcheck", "batch", "fhir", "report"}
+)
 
 log = logging.getLogger("imagedepot")
 

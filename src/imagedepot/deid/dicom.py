@@ -123,10 +123,12 @@ from imagedepot.pixeltext.dicom import (
     PixelTextResult,
     PixelTextSettings,
     clean_pixel_text,
+    mask_boxes,
     write_thumbnails,
 )
 from imagedepot.pixeltext.engines import engine_info as text_engine_info
 from imagedepot.progress import Progress
+from imagedepot.pixeltext.render import Renderer, frames
 
 log = logging.getLogger(__name__)
 
@@ -1029,11 +1031,14 @@ class _Engine:
         reason, matched = cached
         cleaning = [r for r in matched if r.cleans]
         if "clean_pixel_data" in self.options and cleaning:
+            before = self._first_frame(ds) if self.thumbnails is not None else None
             try:
-                blank_regions(ds, cleaning)
+                blanked = blank_regions(ds, cleaning)
             except ValueError as exc:
                 raise InputError(path, f"cannot clean pixel data: {exc}") from exc
             self.flog.add("", 0x7FE00010, "C")
+            if before is not None:
+                self._rule_thumbs(ds, *before, blanked)
             return [r.name for r in cleaning]
         if self.pixel_text is not None:
             # with text detection, the header's hints alone no longer refuse an image: the
@@ -1106,14 +1111,38 @@ class _Engine:
         self._thumbs(ds, result)
         return True
 
-    def _thumbs(self, ds: Any, result: PixelTextResult) -> None:
+    def _thumbs(self, ds: Any, result: PixelTextResult, suffix: str = "") -> None:
         if self.thumbnails is None:
             return
-        name = self.uid(str(ds.get("SOPInstanceUID") or "image"))
+        name = self.uid(str(ds.get("SOPInstanceUID") or "image")) + suffix
         try:
             write_thumbnails(result, self.thumbnails, name)
         except OSError as exc:
             log.warning("cannot write thumbnails: %s", exc)
+
+    @staticmethod
+    def _first_frame(ds: Any) -> tuple[Renderer, Any] | None:
+        """A renderer made from the original attributes and a copy of the first frame, kept
+        before a pixel-cleaning rule blanks it (for the run report's thumbnails)."""
+        try:
+            return Renderer(ds), frames(ds)[0].copy()
+        except ValueError:
+            return None
+
+    def _rule_thumbs(self, ds: Any, renderer: Renderer, before: Any, blanked: Any) -> None:
+        """Before/after thumbnails of an image blanked by pixel-cleaning rules
+        (``<uid>.rules.before.png``), the blanked areas outlined."""
+        try:
+            after = frames(ds)[0]
+            result = PixelTextResult(
+                blanked=mask_boxes(blanked),
+                before=renderer.renderings(before)[0][1],
+                after=renderer.renderings(after)[0][1],
+            )
+        except ValueError as exc:
+            log.warning("cannot render thumbnails: %s", exc)
+            return
+        self._thumbs(ds, result, ".rules")
 
     def _visual_features(self, ds: Any, path: Path) -> None:
         if "clean_recognizable_visual_features" not in self.options:

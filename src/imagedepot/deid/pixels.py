@@ -372,8 +372,10 @@ def _regions_from(ds: Any, keyword: str, *, inclusive: bool) -> list[Region]:
     return out
 
 
-def blank_regions(ds: Any, rules: Sequence[PixelRule]) -> None:
+def blank_regions(ds: Any, rules: Sequence[PixelRule]) -> Any:
     """Set the regions of ``rules`` to zero in every frame of ``ds`` (decoding if needed).
+
+    Returns the blanked area: a boolean ``rows x columns`` array, true where pixels were set.
 
     The new pixel data are stored uncompressed (pydicom sets the transfer syntax to Explicit
     VR Little Endian for an encapsulated input). Raises ``ValueError`` (with a short reason)
@@ -395,6 +397,7 @@ def blank_regions(ds: Any, rules: Sequence[PixelRule]) -> None:
     if photometric.startswith("YBR") and samples == 3:
         photometric = "RGB"  # pydicom converts YBR to RGB when decoding
     rows, cols = arr.shape[1:3] if frames > 1 else arr.shape[:2]
+    blanked = np.zeros((rows, cols), dtype=bool)
     for rule in rules:
         blank = list(rule.regions)
         for keyword in rule.regions_from:
@@ -416,10 +419,12 @@ def blank_regions(ds: Any, rules: Sequence[PixelRule]) -> None:
             arr[:, mask, ...] = 0
         else:
             arr[mask, ...] = 0
+        blanked |= mask
     try:
         ds.set_pixel_data(arr, photometric, int(ds.BitsStored), generate_instance_uid=False)
     except (AttributeError, ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
         raise ValueError(f"cannot store the cleaned pixel data ({type(exc).__name__})") from exc
+    return blanked
 
 
 # --------------------------------------------------------------------------------------------

@@ -333,6 +333,18 @@ def store_pixels(ds: Any, arr: np.ndarray) -> str:
     )
 
 
+def mask_boxes(mask: np.ndarray) -> list[Box]:
+    """Boxes ``(x0, y0, x1, y1)`` (end exclusive) around the connected areas of a boolean
+    ``rows x columns`` mask, such as the area a pixel-cleaning rule blanked."""
+    import cv2
+
+    count, _, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    return [
+        (int(x), int(y), int(x + w), int(y + h))
+        for x, y, w, h, _ in stats[1:count]  # label 0 is outside the mask
+    ]
+
+
 def write_thumbnails(
     result: PixelTextResult, folder: Path, name: str, *, size: int = 320
 ) -> list[Path]:

@@ -335,3 +335,33 @@ def test_explicit_no_is_trusted_unless_cleaning(tmp_path: Path) -> None:
     out = run(absent, tmp_path / "c.dcm", {"clean_pixel_data"}, pixel_rules=[rule])
     assert out.pixel_cleaned == [{"file": "c.dcm", "rules": ["acme"]}]
     assert (pydicom.dcmread(tmp_path / "c.dcm").pixel_array[:2] == 0).all()
+
+
+def test_rule_cleaned_image_gets_before_after_thumbnails(tmp_path: Path) -> None:
+    """The run report shows what a pixel-cleaning rule blanked: the rule's band outlined on the
+    first frame before and after (trusted zone, next to the pixel-text thumbnails)."""
+    import cv2
+
+    rule = PixelRule(name="acme", match={"Manufacturer": "ACME"}, regions=((0, 0, 16, 4),))
+    src = make_instance(tmp_path / "in.dcm")
+    thumbs = tmp_path / "thumbs"
+    run(src, tmp_path / "out.dcm", {"clean_pixel_data"}, pixel_rules=[rule], thumbnails=thumbs)
+    names = sorted(p.name for p in thumbs.iterdir())
+    assert len(names) == 2 and all(".rules." in n for n in names), names
+    after = cv2.imread(str(next(thumbs.glob("*.rules.after.png"))))
+    assert after.shape[:2] == (16, 16)
+    # the outline of the blanked band is red (BGR), the rest of the image is grey
+    assert tuple(after[0, 0]) == (0, 0, 255) and tuple(after[10, 8])[2] == after[10, 8][0]
+    # without thumbnails asked for, nothing is rendered
+    run(src, tmp_path / "out2.dcm", {"clean_pixel_data"}, pixel_rules=[rule])
+    assert len(list(thumbs.iterdir())) == 2
+
+
+def test_mask_boxes() -> None:
+    from imagedepot.pixeltext.dicom import mask_boxes
+
+    mask = np.zeros((10, 12), dtype=bool)
+    mask[0:2, 0:12] = True
+    mask[5:7, 3:5] = True
+    assert sorted(mask_boxes(mask)) == [(0, 0, 12, 2), (3, 5, 5, 7)]
+    assert mask_boxes(np.zeros((4, 4), dtype=bool)) == []
