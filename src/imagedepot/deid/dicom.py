@@ -127,8 +127,8 @@ from imagedepot.pixeltext.dicom import (
     write_thumbnails,
 )
 from imagedepot.pixeltext.engines import engine_info as text_engine_info
-from imagedepot.progress import Progress
 from imagedepot.pixeltext.render import Renderer, frames
+from imagedepot.progress import Progress
 
 log = logging.getLogger(__name__)
 
