@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imagedepot.deid.pseudonym import date_mode
 from imagedepot.errors import InputError
 
 if TYPE_CHECKING:
@@ -548,16 +549,6 @@ class ClinicalLinkage:
             "errors": [e.to_dict() for e in self.errors],
             "warnings": [w.to_dict() for w in self.warnings],
         }
-
-
-def date_mode(deid_options: Iterable[str]) -> str:
-    """``shift``, ``keep`` or ``remove``: what the policy does with dates."""
-    opts = set(deid_options)
-    if "retain_longitudinal_modified_dates" in opts:
-        return "shift"
-    if "retain_longitudinal_full_dates" in opts:
-        return "keep"
-    return "remove"
 
 
 def text_is_safe(text: str, identifiers: Identifiers | None) -> bool:

@@ -49,8 +49,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
-from imagedepot.deid.nifti import date_mode, shift_date_value
-from imagedepot.deid.pseudonym import Pseudonymizer
+from imagedepot.deid.pseudonym import Pseudonymizer, date_mode, shift_date_value
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path
 from imagedepot.pixeltext.dicom import PixelTextSettings
