@@ -64,7 +64,7 @@ not scanned: only their names are.
 
 With the policy's ``pixel_text`` settings (the workflow's leak gate), the pixels of DICOM images
 are read for burned-in text, and the auxiliary series of OME-Zarr stores and OME-TIFF files (slide
-label, macro, overview, thumbnail, preview: :mod:`imagedepot.deid.auxiliary`) are refused: each
+label, macro, overview, thumbnail, preview: :mod:`imagedepot.pixeltext.series`) are refused: each
 one still present under ``auxiliary_images: remove``, and under ``ocr`` each one whose pixels hold
 text (read as de-identification read it) or cannot be read, is a hit of kind ``pixel_text``.
 """
@@ -86,10 +86,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagedepot.deid.ome import parse_xml
 from imagedepot.errors import InputError, LeakError
 from imagedepot.pixeltext.dicom import PixelTextSettings
 from imagedepot.pixeltext.identifiers import Identifiers as TextIdentifiers
+from imagedepot.safeload import parse_xml
 
 log = logging.getLogger(__name__)
 
@@ -1369,13 +1369,13 @@ class _Scanner:
         """Auxiliary series (slide label, macro, overview, thumbnail, preview) of an OME-Zarr
         store or OME-TIFF file: under ``pixel_text.auxiliary_images: remove`` each one present is
         a hit of kind ``pixel_text``; under ``ocr`` each is read for text, and text that is not
-        an allowed token (or that cannot be read) is a hit (:mod:`imagedepot.deid.auxiliary`)."""
-        from imagedepot.deid import auxiliary as aux
+        an allowed token (or that cannot be read) is a hit (:mod:`imagedepot.pixeltext.series`)."""
         from imagedepot.pixeltext.planes import find_text_in_planes
+        from imagedepot.pixeltext.series import list_series, read_planes
 
         assert self.pixel_text is not None
         try:
-            entries = aux.list_series(src)
+            entries = list_series(src)
         except Exception as exc:  # metadata that cannot be read: fail closed
             self.hit(rel, "OME series (cannot be listed)", "pixel_text", type(exc).__name__)
             return
@@ -1392,7 +1392,7 @@ class _Scanner:
                 )
                 continue
             try:
-                regions = find_text_in_planes(aux.read_planes(src, entry), self.pixel_text)
+                regions = find_text_in_planes(read_planes(src, entry), self.pixel_text)
             except Exception as exc:  # readers and engines raise many types: fail closed
                 self.hit(rel, f"{where} (cannot read for text)", "pixel_text", type(exc).__name__)
                 continue
