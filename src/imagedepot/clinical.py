@@ -54,7 +54,7 @@ from imagedepot.errors import InputError
 if TYPE_CHECKING:
     from imagedepot.deid.pseudonym import Pseudonymizer
     from imagedepot.fhir import FhirRelease, Planned
-    from imagedepot.leakcheck import Identifiers
+    from imagedepot.identifiers import Identifiers
 
 CSV_REQUIRED = ("patient_id", "visit_date")
 CSV_OPTIONAL = ("diagnosis_code", "diagnosis_system", "diagnosis_text", "weight_kg")
@@ -592,7 +592,7 @@ def link_clinical(
         values of the subject's ``Patient`` in the clinical input, is dropped. The returned
         :attr:`ClinicalLinkage.source_identifiers` are for the caller's leak gate.
     """
-    from imagedepot.leakcheck import Identifiers
+    from imagedepot.identifiers import Identifiers
 
     known = {s.strip() for s in known_subjects} | {subject.strip()}
     mode = date_mode(deid_options)

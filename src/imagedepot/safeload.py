@@ -16,7 +16,8 @@ Sheets (sample and consent sheets) are not YAML; :func:`check_sheet_size` caps t
 zip cannot unpack into gigabytes).
 
 XML (OME-XML in microscopy inputs and outputs) goes through :func:`parse_xml`, which refuses a
-document type declaration (entity expansion, external entities) before parsing.
+document type declaration (entity expansion, external entities) before parsing; :func:`local_name`
+gives an element's name without its namespace.
 
 Snakemake reads ``configfile:`` itself; :func:`refuse_shared_nodes` checks the mapping it built
 (aliases show up there as one object reachable by two paths) before anything walks it.
@@ -41,6 +42,7 @@ __all__ = [
     "check_sheet_size",
     "load_config_file",
     "load_yaml",
+    "local_name",
     "parse_xml",
     "parse_yaml",
     "read_capped",
@@ -273,3 +275,8 @@ def parse_xml(text: str | bytes) -> ET.Element:
         return ET.fromstring(text)  # noqa: S314 - no DTD, so no entity attacks
     except ET.ParseError as exc:
         raise ValueError(f"not well-formed XML ({exc})") from exc
+
+
+def local_name(tag: str) -> str:
+    """An element or attribute name without its ``{namespace}``."""
+    return tag.rsplit("}", 1)[-1]

@@ -45,6 +45,7 @@ from typing import IO, Any, cast
 
 from imagedepot.deid.pseudonym import Pseudonymizer, date_mode, shift_date_value
 from imagedepot.errors import InputError
+from imagedepot.identifiers import Identifiers, harvest_json
 from imagedepot.io import TMP_PREFIX, atomic_path, check_overwrite
 
 log = logging.getLogger(__name__)
@@ -188,8 +189,6 @@ def clean_sidecar(
     subject: str,
 ) -> tuple[dict[str, Any], SidecarResult]:
     """Return a de-identified copy of a sidecar dict and what was done (nested dicts too)."""
-    from imagedepot.leakcheck import Identifiers, harvest_json
-
     ids = harvest_json(data, Identifiers())
     ids.add(subject, "extra")
     result = SidecarResult()

@@ -49,13 +49,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagedepot.deid.omexml import local_name, namespace_prefixes, serialize_xml
+from imagedepot.deid.omexml import namespace_prefixes, serialize_xml
 from imagedepot.deid.pseudonym import Pseudonymizer, date_mode, shift_date_value
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path
 from imagedepot.pixeltext.dicom import PixelTextSettings
 from imagedepot.pixeltext.series import is_auxiliary_name
-from imagedepot.safeload import parse_xml
+from imagedepot.safeload import local_name, parse_xml
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,5 @@
-"""OME-XML trees: element names without namespace, serialising with the document's own namespace
-prefixes, and removing ``Image`` elements (the OME-XML side of removing auxiliary series,
-:mod:`imagedepot.deid.auxiliary`).
+"""OME-XML trees: serialising with the document's own namespace prefixes, and removing ``Image``
+elements (the OME-XML side of removing auxiliary series, :mod:`imagedepot.deid.auxiliary`).
 
 :mod:`imagedepot.deid.ome` cleans OME-XML with the same serialiser. Parsing is
 :func:`imagedepot.safeload.parse_xml` (no DTD).
@@ -13,12 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Collection
 from xml.sax.saxutils import escape, quoteattr
 
-from imagedepot.safeload import parse_xml
-
-
-def local_name(tag: str) -> str:
-    """An element or attribute name without its ``{namespace}``."""
-    return tag.rsplit("}", 1)[-1]
+from imagedepot.safeload import local_name, parse_xml
 
 
 def remove_ome_images(
