@@ -154,7 +154,8 @@ def harvest(originals: Sequence[Path], extra: Iterable[str] = ()) -> Identifiers
     Returns
     -------
     Identifiers
-        See the module docstring for what is harvested and the rules that drop values.
+        See the module docstring for what is harvested, and :mod:`imagedepot.identifiers.matching`
+        for the rules that drop values.
     """
     ids = Identifiers()
     n_files = 0
