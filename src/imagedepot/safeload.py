@@ -15,6 +15,10 @@ Sheets (sample and consent sheets) are not YAML; :func:`check_sheet_size` caps t
 :data:`MAX_SHEET_BYTES` (for XLSX, the uncompressed size of the workbook's parts, so that a small
 zip cannot unpack into gigabytes).
 
+XML (OME-XML in microscopy inputs and outputs) goes through :func:`parse_xml`, which refuses a
+document type declaration (entity expansion, external entities) before parsing; :func:`local_name`
+gives an element's name without its namespace.
+
 Snakemake reads ``configfile:`` itself; :func:`refuse_shared_nodes` checks the mapping it built
 (aliases show up there as one object reachable by two paths) before anything walks it.
 """
@@ -22,6 +26,7 @@ Snakemake reads ``configfile:`` itself; :func:`refuse_shared_nodes` checks the m
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,6 +42,8 @@ __all__ = [
     "check_sheet_size",
     "load_config_file",
     "load_yaml",
+    "local_name",
+    "parse_xml",
     "parse_yaml",
     "read_capped",
     "refuse_shared_nodes",
@@ -254,3 +261,22 @@ def refuse_shared_nodes(data: Any, source: str) -> None:
             )
         seen[id(node)] = where
         stack.extend(_children(node, where))
+
+
+def parse_xml(text: str | bytes) -> ET.Element:
+    """Parse XML, refusing documents with a DTD (entity expansion, external entities).
+
+    Raises ``ValueError`` for such documents and for XML that is not well-formed.
+    """
+    head = text[:65536] if isinstance(text, str) else text[:65536].decode("latin-1")
+    if "<!DOCTYPE" in head or "<!ENTITY" in head:
+        raise ValueError("XML with a document type declaration is not accepted")
+    try:
+        return ET.fromstring(text)  # noqa: S314 - no DTD, so no entity attacks
+    except ET.ParseError as exc:
+        raise ValueError(f"not well-formed XML ({exc})") from exc
+
+
+def local_name(tag: str) -> str:
+    """An element or attribute name without its ``{namespace}``."""
+    return tag.rsplit("}", 1)[-1]

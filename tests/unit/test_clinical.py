@@ -12,7 +12,6 @@ from imagedepot.clinical import (
     ICD10,
     ICD10_CM,
     ClinicalInput,
-    clinical_resources,
     date_mode,
     link_clinical,
     read_clinical,
@@ -21,7 +20,14 @@ from imagedepot.clinical import (
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.demo import CLINICAL_ROWS, DEMO_PHI, SUBJECT_A, SUBJECT_B, SUBJECT_C
 from imagedepot.errors import InputError
-from imagedepot.fhir import RELEASES, BundleBuilder, ClinicalSettings, bundle_dataset, urn_for
+from imagedepot.fhir import (
+    RELEASES,
+    BundleBuilder,
+    ClinicalSettings,
+    bundle_dataset,
+    clinical_resources,
+    urn_for,
+)
 from imagedepot.leakcheck import Identifiers, leakcheck
 from tests.servers.fhir_fixture import DemoResults, build_demo_results
 

@@ -43,8 +43,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, cast
 
-from imagedepot.deid.pseudonym import Pseudonymizer
+from imagedepot.deid.pseudonym import Pseudonymizer, date_mode, shift_date_value
 from imagedepot.errors import InputError
+from imagedepot.identifiers import Identifiers, harvest_json
 from imagedepot.io import TMP_PREFIX, atomic_path, check_overwrite
 
 log = logging.getLogger(__name__)
@@ -110,30 +111,6 @@ _RETAINABLE = {
 _NIFTI_SUFFIXES = (".nii.gz", ".nii")
 _DATE_IN_VALUE = re.compile(r"\d{4}-?\d{2}-?\d{2}")
 CHUNK = 1 << 20
-
-
-def date_mode(options: Collection[str]) -> str:
-    """What to do with dates under ``options``: ``"shift"``, ``"keep"`` or ``"remove"``.
-
-    ``retain_longitudinal_modified_dates`` shifts (it wins if both dates options are given),
-    ``retain_longitudinal_full_dates`` keeps, neither removes.
-    """
-    if "retain_longitudinal_modified_dates" in options:
-        return "shift"
-    if "retain_longitudinal_full_dates" in options:
-        return "keep"
-    return "remove"
-
-
-def shift_date_value(value: str, pseudonymizer: Pseudonymizer, subject: str) -> str | None:
-    """Shift a DA, ISO date, DT or ISO date-time; None when ``value`` holds no date."""
-    v = value.strip()
-    try:
-        if re.fullmatch(r"\d{8}|\d{4}-\d{2}-\d{2}", v):
-            return pseudonymizer.shift_date(v, subject)
-        return pseudonymizer.shift_datetime(v, subject)
-    except ValueError:
-        return None
 
 
 @functools.cache
@@ -212,8 +189,6 @@ def clean_sidecar(
     subject: str,
 ) -> tuple[dict[str, Any], SidecarResult]:
     """Return a de-identified copy of a sidecar dict and what was done (nested dicts too)."""
-    from imagedepot.leakcheck import Identifiers, harvest_json
-
     ids = harvest_json(data, Identifiers())
     ids.add(subject, "extra")
     result = SidecarResult()

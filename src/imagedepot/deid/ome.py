@@ -28,14 +28,15 @@ Pixels, channels (names, colours, wavelengths), physical sizes, planes, instrume
 model, objective) and all IDs other than experimenters' are left as they are.
 
 :func:`deidentify_ome` also removes the auxiliary images of slide scanners (slide label, macro,
-overview, thumbnail, preview series: :func:`is_auxiliary_name`) as the policy's
-``pixel_text.auxiliary_images`` says, keeping the OME-XML and the Zarr layout consistent
-(:mod:`imagedepot.deid.auxiliary`; :func:`remove_ome_images`).
+overview, thumbnail, preview series: :func:`imagedepot.pixeltext.series.is_auxiliary_name`) as
+the policy's ``pixel_text.auxiliary_images`` says, keeping the OME-XML and the Zarr layout
+consistent (:mod:`imagedepot.deid.auxiliary`; :func:`imagedepot.deid.omexml.remove_ome_images`).
+The OME-XML is read with :func:`imagedepot.safeload.parse_xml` and written with
+:func:`imagedepot.deid.omexml.serialize_xml`.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import os
@@ -47,13 +48,14 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape, quoteattr
 
-from imagedepot.deid.nifti import date_mode, shift_date_value
-from imagedepot.deid.pseudonym import Pseudonymizer
+from imagedepot.deid.omexml import namespace_prefixes, serialize_xml
+from imagedepot.deid.pseudonym import Pseudonymizer, date_mode, shift_date_value
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path
 from imagedepot.pixeltext.dicom import PixelTextSettings
+from imagedepot.pixeltext.series import is_auxiliary_name
+from imagedepot.safeload import local_name, parse_xml
 
 log = logging.getLogger(__name__)
 
@@ -77,42 +79,11 @@ _EXPERIMENTER_ATTRS = ("FirstName", "MiddleName", "LastName", "Email", "Institut
 _GENERIC_IMAGE_NAME = re.compile(
     r"(?i)(series|image|label|macro|thumbnail|overview|preview)?[\s_#:-]*\d*"
 )
-#: Names of the auxiliary images of slide scanners, as Bio-Formats and the scanners give them
-#: ("label image", "macro image", "macro mask image", "thumbnail image", "overview", "slide
-#: preview", "Label 2"...): matched whole, case-insensitively (see :func:`is_auxiliary_name`).
-AUXILIARY_IMAGE_NAME = re.compile(
-    r"(?i)(?:slide[\s_-]*)?(?:label|macro|overview|thumbnail|preview|barcode)"
-    r"(?:[\s_-]*mask)?(?:[\s_-]*image)?(?:[\s_#:-]*\d+)?"
-)
 #: TIFF tags blanked on every page (text that may identify: file, page, author, computer...).
 TIFF_TEXT_TAGS = {269: "DocumentName", 285: "PageName", 315: "Artist", 316: "HostComputer"}
 TIFF_TEXT_TAGS |= {33432: "Copyright", 51123: "MicroManagerMetadata"}
 _TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".ome.btf", ".tif", ".tiff", ".btf")
 _ZARR_ATTR_FILES = frozenset({".zattrs", "zarr.json", ".zmetadata"})
-
-
-def parse_xml(text: str | bytes) -> ET.Element:
-    """Parse XML, refusing documents with a DTD (entity expansion, external entities).
-
-    Raises ``ValueError`` for such documents and for XML that is not well-formed.
-    """
-    head = text[:65536] if isinstance(text, str) else text[:65536].decode("latin-1")
-    if "<!DOCTYPE" in head or "<!ENTITY" in head:
-        raise ValueError("XML with a document type declaration is not accepted")
-    try:
-        return ET.fromstring(text)  # noqa: S314 - no DTD, so no entity attacks
-    except ET.ParseError as exc:
-        raise ValueError(f"not well-formed XML ({exc})") from exc
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def is_auxiliary_name(name: object) -> bool:
-    """True when ``name`` names a slide label, macro, overview, thumbnail, preview or barcode
-    image (``label image``, ``Macro``, ``thumbnail_1``...), not a plain ``Series 1``."""
-    return isinstance(name, str) and AUXILIARY_IMAGE_NAME.fullmatch(name.strip()) is not None
 
 
 def is_generic_name(name: object) -> bool:
@@ -163,7 +134,7 @@ def clean_ome_xml(
         ``xml`` is not well-formed OME-XML.
     """
     root = parse_xml(xml)
-    if _local(root.tag) != "OME":
+    if local_name(root.tag) != "OME":
         raise ValueError("the XML root element is not OME")
     summary: Counter[str] = Counter()
     mode = date_mode(policy_options)
@@ -174,7 +145,7 @@ def clean_ome_xml(
 
     def drop(el: ET.Element) -> bool:
         """True when ``el`` is to be removed (counted)."""
-        name = _local(el.tag)
+        name = local_name(el.tag)
         if name in TEXT_ANNOTATIONS:
             if "ID" in el.attrib:
                 removed_annotations.add(el.attrib["ID"])
@@ -196,7 +167,7 @@ def clean_ome_xml(
         return False
 
     def clean_attributes(el: ET.Element) -> None:
-        name = _local(el.tag)
+        name = local_name(el.tag)
         a = el.attrib
         if name in counters:
             n = counters[name]
@@ -247,17 +218,17 @@ def clean_ome_xml(
 
     def fix_references(el: ET.Element) -> None:
         for child in list(el):
-            if _local(child.tag) == "AnnotationRef" and child.get("ID") in removed_annotations:
+            if local_name(child.tag) == "AnnotationRef" and child.get("ID") in removed_annotations:
                 el.remove(child)
                 continue
-            if _local(child.tag) == "StructuredAnnotations":
+            if local_name(child.tag) == "StructuredAnnotations":
                 fix_references(child)
                 if len(child) == 0:
                     el.remove(child)
                 continue
             fix_references(child)
         for attr, value in list(el.attrib.items()):
-            if value in remap and _local(attr) in ("ID", "Annotator"):
+            if value in remap and local_name(attr) in ("ID", "Annotator"):
                 el.attrib[attr] = remap[value]
 
     walk(root)
@@ -265,159 +236,9 @@ def clean_ome_xml(
     summary["experimenters"] = counters["Experimenter"]
     summary["experimenter_groups"] = counters["ExperimenterGroup"]
 
-    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + serialize_xml(root, _prefixes(xml))
+    text = '<?xml version="1.0" encoding="UTF-8"?>\n' + serialize_xml(root, namespace_prefixes(xml))
     text = text.encode("ascii", "xmlcharrefreplace").decode("ascii")
     return text, dict(sorted(summary.items()))
-
-
-def remove_ome_images(
-    xml: str, drop: Collection[int], ifd_map: dict[int, int] | None = None
-) -> str:
-    """The OME-XML without the ``Image`` elements at positions ``drop`` (0-based, document order)
-    and the ``ImageRef`` elements that point to them (datasets, folders, well samples).
-
-    ``ifd_map`` (OME-TIFF) maps the old index of every TIFF IFD kept to its new index: the
-    ``TiffData/@IFD`` of the images kept are renumbered with it, and each block's planes must
-    stay consecutive IFDs. The result has an XML declaration and keeps the document's namespace
-    prefixes. Raises ``ValueError`` for XML that is not OME, a position out of range, or a block
-    of planes that removing IFDs would split.
-    """
-    root = parse_xml(xml)
-    if _local(root.tag) != "OME":
-        raise ValueError("the XML root element is not OME")
-    images = [el for el in root if _local(el.tag) == "Image"]
-    bad = sorted(i for i in drop if not 0 <= i < len(images))
-    if bad:
-        raise ValueError(f"image index {bad[0]} out of range ({len(images)} images)")
-    removed = {images[i].get("ID") for i in drop} - {None}
-    for i in sorted(drop):
-        root.remove(images[i])
-    for parent in root.iter():
-        for child in list(parent):
-            if _local(child.tag) == "ImageRef" and child.get("ID") in removed:
-                parent.remove(child)
-    if ifd_map is not None:
-        for i, image in enumerate(images):
-            if i not in drop:
-                _renumber_tiff_data(image, ifd_map)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + serialize_xml(root, _prefixes(xml))
-
-
-def _renumber_tiff_data(image: ET.Element, ifd_map: dict[int, int]) -> None:
-    """Renumber the ``TiffData/@IFD`` of one image with ``ifd_map`` (old -> new IFD index)."""
-    pixels = next((el for el in image if _local(el.tag) == "Pixels"), None)
-    if pixels is None:
-        return
-    size = 1
-    for key in ("SizeC", "SizeZ", "SizeT"):
-        size *= int(pixels.get(key, "1") or 1)
-    for block in (el for el in pixels if _local(el.tag) == "TiffData"):
-        first = int(block.get("IFD", "0"))
-        default = 1 if "IFD" in block.attrib else size
-        count = int(block.get("PlaneCount", str(default)))
-        olds = range(first, first + max(count, 1))
-        news = [ifd_map.get(k) for k in olds]
-        start = news[0]
-        if start is None or news != list(range(start, start + len(news))):
-            raise ValueError(
-                f"{image.get('ID')}: its TiffData block at IFD {first} would be split by the "
-                "IFDs removed"
-            )
-        if start != first:
-            block.set("IFD", str(start))
-
-
-def _prefixes(xml: str | bytes) -> dict[str, str]:
-    """Namespace URI -> prefix as declared in the document (first declaration wins)."""
-    data = xml.encode("utf-8") if isinstance(xml, str) else xml
-    out: dict[str, str] = {}
-    for _event, (prefix, uri) in ET.iterparse(io.BytesIO(data), events=("start-ns",)):  # noqa: S314
-        out.setdefault(uri, prefix)
-    return out
-
-
-def serialize_xml(root: ET.Element, prefixes: dict[str, str] | None = None) -> str:
-    """Serialise an element tree keeping the document's namespace prefixes (ElementTree would
-    rename them ``ns0``...), declared on the root element; no XML declaration.
-
-    ``prefixes`` maps namespace URIs to the prefixes wanted (``""``: default namespace).
-    """
-    wanted = prefixes or {}
-    element_ns: dict[str, str] = {}  # uri -> prefix used on elements ("" = default)
-    attribute_ns: dict[str, str] = {}  # uri -> prefix used on attributes (never "")
-    taken: set[str] = set()
-
-    def fresh() -> str:
-        n = 0
-        while f"ns{n}" in taken:
-            n += 1
-        return f"ns{n}"
-
-    def element_prefix(uri: str) -> str:
-        if uri not in element_ns:
-            p = wanted.get(uri, "")
-            if p in taken:
-                p = fresh()
-            element_ns[uri] = p
-            taken.add(p)
-        return element_ns[uri]
-
-    def attribute_prefix(uri: str) -> str:
-        p = element_ns.get(uri) or attribute_ns.get(uri)
-        if not p:
-            p = wanted.get(uri, "")
-            if not p or p in taken:
-                p = fresh()
-            attribute_ns[uri] = p
-            taken.add(p)
-        return p
-
-    def split(name: str) -> tuple[str, str]:
-        if name.startswith("{"):
-            uri, local = name[1:].split("}", 1)
-            return uri, local
-        return "", name
-
-    def write(el: ET.Element, default: str, out: list[str]) -> None:
-        uri, local = split(el.tag)
-        extra = ""
-        if uri:
-            p = element_prefix(uri)
-            tag = f"{p}:{local}" if p else local
-            if not p and default != uri:
-                extra, default = f' xmlns="{uri}"', uri
-        else:
-            tag = local
-            if default:
-                extra, default = ' xmlns=""', ""
-        out.append(f"<{tag}{extra}")
-        for key, value in el.attrib.items():
-            a_uri, a_local = split(key)
-            name = f"{attribute_prefix(a_uri)}:{a_local}" if a_uri else a_local
-            out.append(f" {name}={quoteattr(value)}")
-        if len(el) == 0 and not el.text:
-            out.append("/>")
-        else:
-            out.append(">")
-            if el.text:
-                out.append(escape(el.text))
-            for child in el:
-                write(child, default, out)
-            out.append(f"</{tag}>")
-        if el.tail:
-            out.append(escape(el.tail))
-
-    root_uri, _ = split(root.tag)
-    if root_uri:
-        element_prefix(root_uri)
-    parts: list[str] = []
-    write(root, root_uri if root_uri and element_ns[root_uri] == "" else "", parts)
-    declarations = [f' xmlns:{p}="{u}"' for u, p in element_ns.items() if p]
-    declarations += [f' xmlns:{p}="{u}"' for u, p in attribute_ns.items()]
-    if root_uri and element_ns[root_uri] == "":
-        declarations.insert(0, f' xmlns="{root_uri}"')
-    parts[0] += "".join(declarations)
-    return "".join(parts)
 
 
 def _date_value(value: str, mode: str, pseudonymizer: Pseudonymizer, subject: str) -> str | None:
@@ -744,9 +565,9 @@ def _check_single_file(xml: str, target: Path) -> None:
     names = {
         el.attrib["FileName"]
         for el in root.iter()
-        if _local(el.tag) == "UUID" and "FileName" in el.attrib
+        if local_name(el.tag) == "UUID" and "FileName" in el.attrib
     }
-    if len(names) > 1 or any(_local(el.tag) == "BinaryOnly" for el in root.iter()):
+    if len(names) > 1 or any(local_name(el.tag) == "BinaryOnly" for el in root.iter()):
         raise InputError(
             target.name,
             "multi-file OME-TIFF sets and companion OME-XML files are not supported: "

@@ -2,6 +2,9 @@
 
 The same key gives the same pseudonyms across batches and runs; another key gives unrelated ones.
 The key is read from an environment variable or a key file and is never logged or written out.
+
+:func:`date_mode` and :func:`shift_date_value` say what a policy does with a date and apply it;
+the NIfTI sidecar, OME and clinical-record cleaners share them.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hmac
 import logging
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -146,3 +150,28 @@ class Pseudonymizer:
         if m:
             return self.shift_date(m.group(1), subject) + (m.group(2) or "")
         raise ValueError(f"not a date-time: {value!r}")
+
+
+def date_mode(options: Iterable[str]) -> str:
+    """What to do with dates under ``options``: ``"shift"``, ``"keep"`` or ``"remove"``.
+
+    ``retain_longitudinal_modified_dates`` shifts (it wins if both dates options are given),
+    ``retain_longitudinal_full_dates`` keeps, neither removes.
+    """
+    opts = set(options)
+    if "retain_longitudinal_modified_dates" in opts:
+        return "shift"
+    if "retain_longitudinal_full_dates" in opts:
+        return "keep"
+    return "remove"
+
+
+def shift_date_value(value: str, pseudonymizer: Pseudonymizer, subject: str) -> str | None:
+    """Shift a DA, ISO date, DT or ISO date-time; None when ``value`` holds no date."""
+    v = value.strip()
+    try:
+        if re.fullmatch(r"\d{8}|\d{4}-\d{2}-\d{2}", v):
+            return pseudonymizer.shift_date(v, subject)
+        return pseudonymizer.shift_datetime(v, subject)
+    except ValueError:
+        return None

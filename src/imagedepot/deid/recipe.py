@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagedepot.deid.pixels import (
+from imagedepot.deid.rules import (
     FILTER_OPS,
     WHOLE_IMAGE,
     Condition,

@@ -15,6 +15,8 @@ checked again, independently, on every staged image.
   IDs, dates in the usual renderings, fuzzy) and which is an allowed token.
 * :mod:`~imagedepot.pixeltext.dicom` applies the policy (``blank_all``, ``blank_phi``,
   ``quarantine``) to a pydicom data set, re-checks the result and writes thumbnails.
+* :mod:`~imagedepot.pixeltext.series` lists the series of OME-Zarr stores and OME-TIFF files,
+  tells the auxiliary ones (slide label, macro, thumbnail...) and reads their pixels as planes.
 * :mod:`~imagedepot.pixeltext.planes` reads plain planes of channels (the slide label, macro and
   thumbnail series of microscopy outputs, :mod:`imagedepot.deid.auxiliary`) with the same engines.
 """

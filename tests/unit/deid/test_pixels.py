@@ -15,15 +15,13 @@ from pydicom.sequence import Sequence
 
 from imagedepot.deid import pixels
 from imagedepot.deid.pixels import (
-    WHOLE_IMAGE,
-    Condition,
-    Criteria,
     DatasetAttributes,
     PixelRule,
     blank_regions,
     burned_in_reason,
     deid_filter_rules,
 )
+from imagedepot.deid.rules import WHOLE_IMAGE, Condition, Criteria
 from imagedepot.errors import InputError
 from tests.unit.deid.test_dicom import make_instance, method_codes, run
 
