@@ -422,7 +422,7 @@ def check_nifti(path: Path) -> tuple[dict[str, Any], list[str]]:
     """Check a NIfTI dcm2niix wrote, without decoding the voxel data: header, geometry, finite
     scaling (dcm2niix always writes it) and a data block as long as the header says
     (:func:`imagedepot.validate.inspect_nifti` with ``require_scaling`` and ``data="size"``)."""
-    from imagedepot.validate import inspect_nifti
+    from imagedepot.validate.nifti import inspect_nifti
 
     return inspect_nifti(path, require_scaling=True, data="size")
 

@@ -31,7 +31,8 @@ def is_fhir_bundle(doc: Any) -> bool:
 
 def declared_release(bundle: Mapping[str, Any]) -> str | None:
     """``R5`` or ``R4B`` when the bundle's ``meta.tag`` names one, else ``None``."""
-    from imagedepot.fhir import PIPELINE_SYSTEM, RELEASES
+    from imagedepot.fhir.releases import RELEASES
+    from imagedepot.fhir.terminology import PIPELINE_SYSTEM
 
     meta = bundle.get("meta")
     tags = meta.get("tag", []) if isinstance(meta, Mapping) else []
@@ -44,7 +45,7 @@ def declared_release(bundle: Mapping[str, Any]) -> str | None:
 
 
 def _malformed_references(bundle: Mapping[str, Any], release: Any) -> list[str]:
-    from imagedepot.fhir import _references
+    from imagedepot.fhir.bundle import _references
 
     problems = []
     for i, entry in enumerate(bundle.get("entry") or []):
