@@ -436,12 +436,12 @@ def remap_for_moduli(plan: ModuloPlan, image_index: int, names: Sequence[str | N
 
 def remap_ome_xml(text: str, remaps: dict[int, XmlRemap]) -> str:
     """The OME-XML ``text`` with images ``remaps`` rewritten (others unchanged)."""
-    from imagedepot.convert.microscopy import XML_DECLARATION, register_namespaces
+    from imagedepot.convert.microscopy.ome_xml import XML_DECLARATION, register_namespaces
 
     if not remaps:
         return text
     register_namespaces(text)
-    root = ET.fromstring(text)  # noqa: S314 - the source file's own OME-XML, see microscopy._parse_xml
+    root = ET.fromstring(text)  # noqa: S314 - the source file's own OME-XML, see microscopy.ome_xml._parse_xml
     images = [el for el in root if _local(el.tag) == "Image"]
     renamed: dict[str, str] = {}
     dropped: set[str] = set()
@@ -658,7 +658,7 @@ def lif_layout(
     image needs one of these but cannot be mapped safely (it is then written as Bio-Formats
     reports it, and the reason goes into the report), else ``(layout, None)``.
     """
-    from imagedepot.convert.microscopy import LENGTH_TO_UM, TIME_TO_S
+    from imagedepot.convert.microscopy.units import LENGTH_TO_UM, TIME_TO_S
 
     ids = [d.dim_id for d in dims]
     lambdas = [d for d in dims if d.dim_id in (5, 9) and d.n > 1]
