@@ -165,7 +165,8 @@ def timed(fn: Callable[[], None], out: Path) -> tuple[float, float]:
 def machine() -> dict[str, Any]:
     from importlib.metadata import version
 
-    from imagedepot.convert.nifti import _is_launcher, dcm2niix_version, find_dcm2niix
+    from imagedepot.convert.nifti import dcm2niix_version, find_dcm2niix
+    from imagedepot.convert.nifti.dcm2niix_tool import _is_launcher
 
     cpu = platform.processor() or ""
     try:

@@ -650,14 +650,14 @@ def ink_masks(corpus: Path, cases: list[dict[str, Any]]) -> dict[str, list[np.nd
     """Per case, per box: the ink (pixels that differ from the text-free background, on any of
     the box's frames) inside the box; the corpus is rendered again from the seed of its
     ``cases.json``. Empty when that cannot be done (another generator version)."""
-    from imagedepot.synthetic import burned_in
+    from imagedepot.synthetic import corpus_plan
 
     doc = json.loads((corpus / "cases.json").read_text())
     seed, scale = doc.get("seed", 0), doc.get("scale")
     by_name = {c["name"]: c for c in cases}
     out: dict[str, list[np.ndarray | None]] = {}
     try:
-        rendered = burned_in._render_corpus(seed, scale)  # private: the benchmark's own use
+        rendered = corpus_plan._render_corpus(seed, scale)  # private: the benchmark's own use
         for r in rendered:
             c = by_name.get(r.name)
             if c is None or r.pixels.shape[1:3] != (c["rows"], c["cols"]):

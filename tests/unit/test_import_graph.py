@@ -29,20 +29,7 @@ DEID = "imagedepot.deid"
 #: Cycles still allowed, each as the modules of one strongly connected component of the graph.
 #: Issue 16 ("One step of redesign") breaks the package's cycles one step at a time; an entry
 #: goes when its cycle does (test_allowed_cycles_are_still_cycles says when).
-ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset(
-    {
-        # convert/microscopy.py (~1,600 lines) is split into a package by another step of issue 16:
-        # bioformats imports axes, axes imports microscopy and microscopy imports bioformats
-        # (the last two inside functions).
-        frozenset(
-            {
-                "imagedepot.convert.axes",
-                "imagedepot.convert.bioformats",
-                "imagedepot.convert.microscopy",
-            }
-        ),
-    }
-)
+ALLOWED_CYCLES: frozenset[frozenset[str]] = frozenset()
 
 #: Edges of the graph: module -> {imported module: line of the first import statement}.
 Graph = Mapping[str, Mapping[str, int]]

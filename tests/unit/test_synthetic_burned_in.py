@@ -13,7 +13,7 @@ import pytest
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 
 from imagedepot.errors import InputError
-from imagedepot.synthetic import burned_in
+from imagedepot.synthetic import burned_in, corpus_plan, fake_phi, fonts
 from imagedepot.synthetic.burned_in import (
     KINDS,
     MAX_INK,
@@ -44,9 +44,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[CorpusC
 
 
 @pytest.fixture(scope="module")
-def rendered() -> dict[str, burned_in._Rendered]:
+def rendered() -> dict[str, corpus_plan._Rendered]:
     """The same corpus before writing: pixels *and* the text-free background of every case."""
-    return {r.name: r for r in burned_in._render_corpus(0, "test")}
+    return {r.name: r for r in corpus_plan._render_corpus(0, "test")}
 
 
 def _ink_mask(shape: tuple[int, int], boxes: list[TextBox]) -> np.ndarray:
@@ -56,7 +56,7 @@ def _ink_mask(shape: tuple[int, int], boxes: list[TextBox]) -> np.ndarray:
     return mask
 
 
-def _differs(r: burned_in._Rendered) -> np.ndarray:
+def _differs(r: corpus_plan._Rendered) -> np.ndarray:
     """(frames, rows, cols) bool: pixels that differ from the text-free background."""
     diff = r.pixels != r.background
     return diff.any(axis=-1) if diff.ndim == 4 else diff
@@ -84,7 +84,7 @@ def test_mix_of_modalities_and_text_free_cases(corpus: tuple[Path, list[CorpusCa
     assert any(c.series for c in cases)
 
 
-def test_images_have_the_expected_geometry(rendered: dict[str, burned_in._Rendered]) -> None:
+def test_images_have_the_expected_geometry(rendered: dict[str, corpus_plan._Rendered]) -> None:
     pics = {name: r.pic for name, r in rendered.items()}
     ct = [p for p in pics.values() if p.modality == "CT"]
     assert all((p.rows, p.cols, p.bits_stored, p.signed) == (512, 512, 12, True) for p in ct)
@@ -108,7 +108,7 @@ def test_images_have_the_expected_geometry(rendered: dict[str, burned_in._Render
 
 
 def test_every_changed_pixel_lies_in_a_box_of_its_frame(
-    rendered: dict[str, burned_in._Rendered],
+    rendered: dict[str, corpus_plan._Rendered],
 ) -> None:
     for name, r in rendered.items():
         diff = _differs(r)
@@ -118,7 +118,7 @@ def test_every_changed_pixel_lies_in_a_box_of_its_frame(
             assert not outside.any(), f"{name} frame {f}: {int(outside.sum())} pixels"
 
 
-def test_boxes_are_tight_around_the_ink(rendered: dict[str, burned_in._Rendered]) -> None:
+def test_boxes_are_tight_around_the_ink(rendered: dict[str, corpus_plan._Rendered]) -> None:
     for name, r in rendered.items():
         diff = _differs(r)
         for b in r.boxes:
@@ -134,7 +134,7 @@ def test_boxes_are_tight_around_the_ink(rendered: dict[str, burned_in._Rendered]
             ), f"{name}: {b.text!r}"
 
 
-def test_boxes_are_sane(rendered: dict[str, burned_in._Rendered]) -> None:
+def test_boxes_are_sane(rendered: dict[str, corpus_plan._Rendered]) -> None:
     for name, r in rendered.items():
         rows, cols = r.pic.rows, r.pic.cols
         for b in r.boxes:
@@ -149,7 +149,7 @@ def test_boxes_are_sane(rendered: dict[str, burned_in._Rendered]) -> None:
                 assert not (shared and overlap), f"{name}: {a.text!r} {b.text!r}"
 
 
-def test_text_free_images_are_the_background(rendered: dict[str, burned_in._Rendered]) -> None:
+def test_text_free_images_are_the_background(rendered: dict[str, corpus_plan._Rendered]) -> None:
     free = [r for r in rendered.values() if not r.boxes]
     assert len(free) >= 12
     for r in free:
@@ -165,7 +165,7 @@ def test_drawn_identifiers_render_the_header_values(
         phi = c.phi
         assert set(phi) == set(burned_in.PHI_KEYS)
         dates = [phi["PatientBirthDate"], phi["StudyDate"]]
-        renderings = {_norm(burned_in._fmt_date(d, s)) for d in dates for s in range(5)}
+        renderings = {_norm(fake_phi._fmt_date(d, s)) for d in dates for s in range(5)}
         for b in c.boxes:
             text = _norm(b.text)
             if b.kind == "name":
@@ -183,7 +183,7 @@ def test_drawn_identifiers_render_the_header_values(
 
 
 def test_some_text_sits_on_anatomy_and_some_only_on_some_frames(
-    rendered: dict[str, burned_in._Rendered],
+    rendered: dict[str, corpus_plan._Rendered],
 ) -> None:
     on_anatomy = 0
     for r in rendered.values():
@@ -210,7 +210,7 @@ def _full8(x: np.ndarray) -> np.ndarray:
 
 
 def test_ct_full_range_only_text_is_black_in_the_window(
-    rendered: dict[str, burned_in._Rendered],
+    rendered: dict[str, corpus_plan._Rendered],
 ) -> None:
     r = rendered["ct-full-only-00"]
     hu, bg = r.pixels[0] - 1024.0, r.background[0] - 1024.0
@@ -219,7 +219,7 @@ def test_ct_full_range_only_text_is_black_in_the_window(
 
 
 def test_ct_window_only_text_is_faint_in_full_range(
-    rendered: dict[str, burned_in._Rendered],
+    rendered: dict[str, corpus_plan._Rendered],
 ) -> None:
     r = rendered["ct-window-only-00"]
     hu, bg = r.pixels[0] - 1024.0, r.background[0] - 1024.0
@@ -231,7 +231,7 @@ def test_ct_window_only_text_is_faint_in_full_range(
     assert full.max() <= 20
 
 
-def test_monochrome1_text_displays_bright(rendered: dict[str, burned_in._Rendered]) -> None:
+def test_monochrome1_text_displays_bright(rendered: dict[str, corpus_plan._Rendered]) -> None:
     mono1 = [r for r in rendered.values() if r.pic.photometric == "MONOCHROME1" and r.boxes]
     assert mono1
     for r in mono1:
@@ -244,7 +244,7 @@ def test_monochrome1_text_displays_bright(rendered: dict[str, burned_in._Rendere
 
 
 def test_every_file_reads_back_with_its_pixels_and_header(
-    corpus: tuple[Path, list[CorpusCase]], rendered: dict[str, burned_in._Rendered]
+    corpus: tuple[Path, list[CorpusCase]], rendered: dict[str, corpus_plan._Rendered]
 ) -> None:
     _, cases = corpus
     syntaxes = Counter()
@@ -297,8 +297,8 @@ def test_same_seed_same_bytes(corpus: tuple[Path, list[CorpusCase]], tmp_path: P
 
 
 def test_other_seed_other_images() -> None:
-    a = burned_in._render_variant("ct-corner", 0, 0, "test")
-    b = burned_in._render_variant("ct-corner", 0, 1, "test")
+    a = corpus_plan._render_variant("ct-corner", 0, 0, "test")
+    b = corpus_plan._render_variant("ct-corner", 0, 1, "test")
     assert not np.array_equal(a.pixels, b.pixels)
     assert a.phi != b.phi
 
@@ -326,12 +326,12 @@ def test_unknown_scale_is_refused(tmp_path: Path) -> None:
 
 
 def test_bench_scale_plan() -> None:
-    total = sum(n for _, _, n, _ in burned_in._PLAN) + burned_in._VOLUME["bench"][0]
+    total = sum(n for _, _, n, _ in corpus_plan._PLAN) + corpus_plan._VOLUME["bench"][0]
     assert 180 <= total <= 220
-    free = sum(n for _, _, n, text in burned_in._PLAN if not text)
-    free += burned_in._VOLUME["bench"][0] - len(burned_in._VOLUME["bench"][1])
+    free = sum(n for _, _, n, text in corpus_plan._PLAN if not text)
+    free += corpus_plan._VOLUME["bench"][0] - len(corpus_plan._VOLUME["bench"][1])
     assert free * 3 >= total
-    pic = burned_in._variant_picture("mg", 0, np.random.default_rng(0), "bench")
+    pic = corpus_plan._variant_picture("mg", 0, np.random.default_rng(0), "bench")
     assert (pic.rows, pic.cols) == (3328, 2560)
 
 
@@ -382,13 +382,13 @@ def test_make_series_refuses_text_slices_out_of_range(
 def test_falls_back_to_pillows_font_without_system_fonts(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    caches = (burned_in._font_files, burned_in._font, burned_in._font_size, burned_in._ink)
-    monkeypatch.setattr(burned_in, "_FONT_DIR", tmp_path)
+    caches = (fonts._font_files, fonts._font, fonts._font_size, fonts._ink)
+    monkeypatch.setattr(fonts, "_FONT_DIR", tmp_path)
     for cached in caches:
         cached.cache_clear()
     try:
-        assert burned_in._font_files() == (None,)
-        r = burned_in._render_variant("mr-corner", 1, 0, "test")
+        assert fonts._font_files() == (None,)
+        r = corpus_plan._render_variant("mr-corner", 1, 0, "test")
         assert len(r.boxes) >= 5
         assert all(MIN_INK <= b.y1 - b.y0 <= MAX_INK for b in r.boxes)
     finally:

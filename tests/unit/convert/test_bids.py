@@ -322,7 +322,7 @@ def test_tree_name_clash_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyP
     items = [_tree_item(tmp_path, f"item-{n}", "t1_mprage") for n in (1, 2)]
     # A layout that cannot tell two images apart must not let one overwrite the other.
     monkeypatch.setattr(
-        bids,
+        bids.tree,
         "bids_layout",
         lambda entries, **kw: {k: "sub-X/anat/sub-X_T1w.nii.gz" for k, _ in entries},
     )

@@ -92,8 +92,8 @@ def test_series_folder_read_in_place_or_through_links(
         for f in (tmp_path / "other").iterdir():
             f.rename(tmp_path / "in" / f"other-{f.name}")
     linked = []
-    real = nifti._link_inputs
-    monkeypatch.setattr(nifti, "_link_inputs", lambda *a: linked.append(1) or real(*a))
+    real = nifti.series._link_inputs
+    monkeypatch.setattr(nifti.series, "_link_inputs", lambda *a: linked.append(1) or real(*a))
     report = convert_dicom_series(files, tmp_path / "out")
     assert bool(linked) == shared
     [exp] = expected_stacks(dicom_frames(files)).values()
@@ -121,7 +121,7 @@ def test_killed_conversion_leaves_its_scratch_beside_the_output_for_the_next_run
         "import os, signal, sys\n"
         "from pathlib import Path\n"
         "from imagedepot.convert import nifti\n"
-        "nifti._run = lambda exe, args: os.kill(os.getpid(), signal.SIGKILL)\n"
+        "nifti.series._run = lambda exe, args: os.kill(os.getpid(), signal.SIGKILL)\n"
         "nifti.convert_dicom_series([Path(a) for a in sys.argv[2:]], Path(sys.argv[1]))\n"
     )
     proc = subprocess.run(
@@ -202,7 +202,7 @@ def test_version_asked_once(monkeypatch: pytest.MonkeyPatch) -> None:
     exe = find_dcm2niix()
     assert dcm2niix_version(exe) == dcm2niix_version()
     calls = []
-    monkeypatch.setattr(nifti.subprocess, "run", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(nifti.dcm2niix_tool.subprocess, "run", lambda *a, **k: calls.append(a))
     assert dcm2niix_version(exe).startswith("v")
     assert calls == []
 
