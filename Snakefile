@@ -3,6 +3,7 @@
 # Output path scheme (all under results/, logs under logs/<rule>/, benchmarks under benchmarks/<rule>/).
 # A folder output X/ is tracked by its marker X.tree.json (every file with size and SHA-256; on
 # object storage the package uploads the folder itself: src/imagedepot/storage.py).
+#   results/config/<view>.json               the config sections a rule reads (its --config file)
 #   results/ingest/manifest.json             every input file, grouped into items and batches
 #   results/convert/batch-NNNN/<item>/       open formats made from the originals (trusted zone)
 #   results/deid/batch-NNNN/<item>/          de-identified outputs + provenance.json (+ action log)
@@ -29,6 +30,7 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/config.smk"
 include: "rules/ingest.smk"
 include: "rules/convert.smk"
 include: "rules/deidentify.smk"

@@ -7,8 +7,9 @@ import shlex
 
 from snakemake.utils import validate
 
-from imagedepot.config import check_workflow_config, schema_path
+from imagedepot.config import check_workflow_config, config_view, schema_path
 from imagedepot.ingest import files_fingerprint
+from imagedepot.io import write_text
 from imagedepot.report import REPORT_FILES
 from imagedepot.resources import convert_mem_mb, runtime_min
 from imagedepot.samplesheet import file_lists, load_samples
@@ -18,8 +19,9 @@ from imagedepot.storage import Storage
 
 # The package's checks first: Snakemake has read the config files with a loader that accepts YAML
 # aliases, so they are read again without (size cap, no aliases: a "YAML bomb" stops here, before
-# anything walks it); then no credentials or secrets in values (every rule gets the config on its
-# command line), the schema, and the linkage table and key kept out of results/.
+# anything walks it); then no credentials or secrets in values (the rules read the config from
+# files under results/config/, and Snakemake keeps it in its metadata), the schema, and the
+# linkage table and key kept out of results/.
 check_workflow_config(config, workflow.configfiles)
 validate(config, schema=str(schema_path("config")))
 
@@ -31,16 +33,25 @@ SAMPLES = load_samples(
 )
 # The sheet's `file_list` files (datasets named file by file): scan inputs, like the sheet.
 SAMPLE_FILE_LISTS = file_lists(SAMPLES, config["samples"])
-# The effective configuration (after --config overrides), handed to the CLI as JSON. Each rule gets
-# the sections it uses only (plus the required ones), so that changing, say, `fhir` re-runs the FHIR
-# bundles but not the scan and everything after it.
-_REQUIRED_SECTIONS = ("samples", "inbox", "policies", "pseudonymisation", "destinations")
+# The effective configuration (after --config overrides) reaches the CLI as a file (--config),
+# written by write_config (rules/config.smk). A job reads one view of it, the required sections
+# plus the section it uses, so that changing, say, `fhir` re-runs the FHIR bundles but not the scan
+# and everything after it ("core" is the required sections only).
+CONFIG_VIEWS = {"core": (), "scan": ("scan",), "fhir": ("fhir",), "schedule": ("schedule",)}
 
 
-def config_json(*sections):
-    """The config as JSON, restricted to the required sections and ``sections``."""
-    keys = _REQUIRED_SECTIONS + sections
-    return json.dumps({k: v for k, v in config.items() if k in keys}, sort_keys=True)
+def config_file(view):
+    """The config file of one view (an input of the rules that read it)."""
+    if view not in CONFIG_VIEWS:
+        raise ValueError(
+            f"unknown config view {view!r}: add it to CONFIG_VIEWS in rules/common.smk"
+        )
+    return f"results/config/{view}.json"
+
+
+def get_config_view(wildcards):
+    """The text of a view's config file (a tracked parameter: a change rewrites the file)."""
+    return config_view(config, CONFIG_VIEWS[wildcards.view])
 
 
 MANIFEST = "results/ingest/manifest.json"
@@ -95,6 +106,7 @@ def cohort_file(path):
 
 wildcard_constraints:
     batch=r"\d{4}",
+    view="|".join(CONFIG_VIEWS),
     dataset=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     destination=r"[A-Za-z0-9_-]+",
 

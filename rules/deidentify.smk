@@ -7,6 +7,7 @@ rule deidentify_batch:
         converted=tree("results/convert/batch-{batch}"),
         originals=get_batch_originals,
         policies=get_batch_policies,
+        config=config_file("core"),
     output:
         tree("results/deid/batch-{batch}"),
     log:
@@ -22,11 +23,10 @@ rule deidentify_batch:
         mem_mb=2048,
         runtime=get_batch_runtime,
     params:
-        config=config_json(),
         originals=get_batch_fingerprint,
     shell:
         "imagedepot batch deid {input.manifest:q} {wildcards.batch} {input.converted:q}"
-        " {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"
+        " {output:q} --config {input.config:q} --jobs {threads} > {log:q} 2>&1"
 
 
 rule check_leaks_batch:

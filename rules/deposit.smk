@@ -28,6 +28,7 @@ rule deposit_xnat:
     input:
         staged=tree("results/stage/{destination}"),
         plan="results/stage/{destination}.xnat-plan.json",
+        config=config_file("schedule"),
     output:
         "results/deposit/{destination}.xnat-receipt.json",
     log:
@@ -38,17 +39,16 @@ rule deposit_xnat:
     resources:
         mem_mb=1024,
         runtime=240,
-    params:
-        config=config_json("schedule"),
     shell:
         "imagedepot deposit xnat {input.staged:q} --plan {input.plan:q}"
-        " --destination {wildcards.destination:q} --config-json {params.config:q}"
+        " --destination {wildcards.destination:q} --config {input.config:q}"
         " --receipt {output:q} > {log:q} 2>&1"
 
 
 rule deposit_bia:
     input:
-        tree("results/bia/{destination}"),
+        packages=tree("results/bia/{destination}"),
+        config=config_file("schedule"),
     output:
         "results/deposit/{destination}.bia.json",
     log:
@@ -60,11 +60,11 @@ rule deposit_bia:
         mem_mb=1024,
         runtime=480,
     params:
-        config=config_json("schedule"),
         state_db=config.get("schedule", {}).get("state_db", "results/deposit/state.sqlite"),
     shell:
-        "imagedepot deposit bia {wildcards.destination:q} {input:q} --state-db {params.state_db:q}"
-        " --report {output:q} --config-json {params.config:q} > {log:q} 2>&1"
+        "imagedepot deposit bia {wildcards.destination:q} {input.packages:q}"
+        " --state-db {params.state_db:q} --report {output:q} --config {input.config:q}"
+        " > {log:q} 2>&1"
 
 
 rule deposit_xnat_all:

@@ -10,6 +10,7 @@ rule build_fhir_bundles:
         convert=get_batch_trees("convert"),
         originals=get_all_originals,
         clinical=get_fhir_clinical,
+        config=config_file("fhir"),
     output:
         tree("results/fhir"),
     log:
@@ -23,13 +24,12 @@ rule build_fhir_bundles:
         mem_mb=2048,
         runtime=60,
     params:
-        config=config_json("fhir"),
         clinical=get_clinical_flag,
         originals=get_all_fingerprint,
     shell:
         "imagedepot fhir bundle --manifest {input.manifest:q} --deid-root {input.deid:q}"
         " --leak-root {input.leaks:q} --convert-root {input.convert:q} {params.clinical}"
-        " --out-dir {output:q} --config-json {params.config:q} --jobs {threads} > {log:q} 2>&1"
+        " --out-dir {output:q} --config {input.config:q} --jobs {threads} > {log:q} 2>&1"
 
 
 rule push_fhir_bundle:

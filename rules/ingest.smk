@@ -7,6 +7,7 @@ checkpoint scan_inputs:
         file_lists=[cohort_file(p) for p in SAMPLE_FILE_LISTS],
         policies=[cohort_file(p) for p in config["policies"].values()],
         inbox=config["inbox"],
+        config=config_file("scan"),
     output:
         manifest=MANIFEST,
     log:
@@ -15,8 +16,6 @@ checkpoint scan_inputs:
         "benchmarks/scan_inputs/scan.tsv"
     conda:
         ENV
-    params:
-        config=config_json("scan"),
     shell:
         "imagedepot scan {input.inbox:q} --samples {input.samples:q}"
-        " --config-json {params.config:q} --out {output.manifest:q} --force > {log:q} 2>&1"
+        " --config {input.config:q} --out {output.manifest:q} --force > {log:q} 2>&1"

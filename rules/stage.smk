@@ -8,6 +8,7 @@ rule stage_destination:
         deid=get_batch_trees("deid"),
         fhir=tree("results/fhir"),
         policies=[cohort_file(p) for p in config["policies"].values()],
+        config=config_file("core"),
     output:
         tree("results/stage/{destination}"),
     log:
@@ -20,13 +21,11 @@ rule stage_destination:
     resources:
         mem_mb=1024,
         runtime=60,
-    params:
-        config=config_json(),
     shell:
         "imagedepot stage local {wildcards.destination:q} {output:q}"
         " --manifest {input.manifest:q} --deid-root {input.deid:q}"
         " --leak-root {input.leaks:q} --fhir-root {input.fhir:q}"
-        " --config-json {params.config:q} > {log:q} 2>&1"
+        " --config {input.config:q} > {log:q} 2>&1"
 
 
 rule summarize_run:
@@ -54,7 +53,8 @@ rule summarize_run:
 
 rule stage_xnat:
     input:
-        tree("results/stage/{destination}"),
+        staged=tree("results/stage/{destination}"),
+        config=config_file("core"),
     output:
         "results/stage/{destination}.xnat-plan.json",
     log:
@@ -67,17 +67,16 @@ rule stage_xnat:
     resources:
         mem_mb=1024,
         runtime=30,
-    params:
-        config=config_json(),
     shell:
-        "imagedepot stage xnat {input:q} {output:q} --destination {wildcards.destination:q}"
-        " --config-json {params.config:q} --force > {log:q} 2>&1"
+        "imagedepot stage xnat {input.staged:q} {output:q} --destination {wildcards.destination:q}"
+        " --config {input.config:q} --force > {log:q} 2>&1"
 
 
 rule stage_bia:
     input:
         staged=tree("results/stage/{destination}"),
         manifest=MANIFEST,
+        config=config_file("core"),
     output:
         tree("results/bia/{destination}"),
     log:
@@ -90,8 +89,6 @@ rule stage_bia:
     resources:
         mem_mb=1024,
         runtime=60,
-    params:
-        config=config_json(),
     shell:
         "imagedepot stage bia {wildcards.destination:q} {output:q} --staged {input.staged:q}"
-        " --manifest {input.manifest:q} --config-json {params.config:q} > {log:q} 2>&1"
+        " --manifest {input.manifest:q} --config {input.config:q} > {log:q} 2>&1"

@@ -2,8 +2,9 @@
 
 The schema ships in the package, so that the workflow (``rules/common.smk``) and the CLI enforce
 the same rules; :func:`validate_config` adds what a schema cannot say: no YAML aliases, no secrets
-in values (every rule gets the config on its command line), and no linkage table or key inside
-``results/``, whose staging folders leave the trusted zone.
+in values (every rule reads the config from a file under ``results/config/``, and Snakemake keeps
+it in its metadata), and no linkage table or key inside ``results/``, whose staging folders leave
+the trusted zone. :func:`config_view` makes those files' content.
 """
 
 from __future__ import annotations
@@ -109,8 +110,9 @@ def _credentials_hint(config: dict[str, Any], path: str) -> str:
 def secret_problems(config: Any) -> list[str]:
     """What in ``config`` is, or looks like, a secret (messages name the key, never the value).
 
-    Secrets come from the environment or ``~/.netrc``: every rule gets the config as JSON on its
-    command line, which Snakemake prints and keeps in ``.snakemake/metadata`` and its logs.
+    Secrets come from the environment or ``~/.netrc``: every rule reads the config from a file under
+    ``results/config/`` (:func:`config_view`), which Snakemake also keeps, as a tracked parameter,
+    in ``.snakemake/metadata``.
     Refused: a URL with credentials (``scheme://user:password@host``) in any value; a key named
     like a secret (password, token, secret, api_key...) unless it ends in ``_env`` (the name of a
     variable); a ``*_env`` value that is not a variable name (the secret itself, pasted there);
@@ -236,6 +238,22 @@ def load_config(path: str | Path) -> dict[str, Any]:
     no aliases) and validate it."""
     p = Path(path)
     return validate_config(load_config_file(p), str(p))
+
+
+#: Sections every verb that takes the configuration needs (the schema requires them).
+REQUIRED_SECTIONS = ("samples", "inbox", "policies", "pseudonymisation", "destinations")
+
+
+def config_view(config: dict[str, Any], sections: Iterable[str] = ()) -> str:
+    """The part of ``config`` one rule reads, as deterministic JSON (sorted keys, indented).
+
+    Only :data:`REQUIRED_SECTIONS` and ``sections`` are kept (those absent from ``config`` are
+    skipped), so that a change to one section re-runs only the rules that read it. The workflow
+    writes the text to ``results/config/<view>.json`` and passes the file with ``--config``.
+    """
+    keys = set(REQUIRED_SECTIONS) | set(sections)
+    view = {k: v for k, v in config.items() if k in keys}
+    return json.dumps(view, indent=2, sort_keys=True) + "\n"
 
 
 def check_workflow_config(config: dict[str, Any], configfiles: Iterable[str | Path]) -> None:

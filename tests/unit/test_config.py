@@ -12,6 +12,7 @@ import yaml
 
 from imagedepot.config import (
     check_workflow_config,
+    config_view,
     load_config,
     private_path_problem,
     secret_problems,
@@ -246,3 +247,20 @@ def test_the_workflow_check_rereads_snakemakes_config_files(tmp_path: Path) -> N
 def test_validate_config_checks_paths_against_the_working_directory(tmp_path: Path) -> None:
     cfg = config(pseudonymisation={"linkage_dir": str(Path(os.sep, "x", "results", "l"))})
     validate_config(cfg, workdir=tmp_path)  # another folder's results/ is not this run's
+
+
+def test_a_config_view_keeps_the_required_sections_and_the_ones_named(tmp_path: Path) -> None:
+    """What the workflow writes to results/config/<view>.json and passes with --config."""
+    full = config(fhir={"version": "R4B"}, scan={"batch_size": 2})
+    text = config_view(full, ["fhir"])
+    data = yaml.safe_load(text)
+    assert set(data) == set(BASE) | {"fhir"}
+    # Deterministic: the same config, in any key order, gives the same text (no needless reruns).
+    assert config_view(dict(reversed(list(full.items()))), ["fhir"]) == text
+    # Another section's change leaves the view unchanged.
+    assert config_view(config(fhir={"version": "R4B"}, scan={"batch_size": 9}), ["fhir"]) == text
+    assert set(yaml.safe_load(config_view(full))) == set(BASE)
+    # The file is a config the CLI reads and validates like any other.
+    path = tmp_path / "fhir.json"
+    path.write_text(text)
+    assert load_config(path) == data

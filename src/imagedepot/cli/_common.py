@@ -12,13 +12,16 @@ from imagedepot.errors import ConfigError
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """Add ``--config FILE`` and ``--config-json TEXT`` (the workflow passes its effective config)."""
+    """Add ``--config FILE`` (what the workflow's rules pass: ``results/config/<view>.json``) and
+    ``--config-json TEXT`` (for direct use)."""
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--config", metavar="FILE", help="workflow configuration (YAML)")
     group.add_argument(
-        "--config-json",
-        metavar="JSON",
-        help="workflow configuration as a JSON string (what the Snakemake rules pass)",
+        "--config",
+        metavar="FILE",
+        help="workflow configuration file, YAML or JSON (what the Snakemake rules pass)",
+    )
+    group.add_argument(
+        "--config-json", metavar="JSON", help="workflow configuration as a JSON string"
     )
 
 
