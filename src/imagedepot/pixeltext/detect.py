@@ -208,13 +208,20 @@ class TextFinder:
             scores.append(score)
         if not boxes:
             return []
-        crops = [_line_crop(img, b) for b in boxes for _, img in group]
-        read = self.recognizer.read(crops)
-        k = len(group)
+        # every box in the first rendering; in the others only where that reading is not sure
+        # (the recogniser is most of the time spent on an image with text)
+        first = self.recognizer.read([_line_crop(group[0][1], b) for b in boxes])
+        choices: list[list[tuple[str, float, str]]] = [[(t, c, group[0][0])] for t, c in first]
+        unsure = [
+            j for j, (t, c) in enumerate(first) if not (_readable(t, c) and c >= SURE_READING)
+        ]
+        for name, img in group[1:]:
+            again = self.recognizer.read([_line_crop(img, boxes[j]) for j in unsure])
+            for j, (t, c) in zip(unsure, again, strict=True):
+                choices[j].append((t, c, name))
         out = []
         for j, (b, score) in enumerate(zip(boxes, scores, strict=True)):
-            choices = [(*read[j * k + r], group[r][0]) for r in range(k)]
-            t, conf, rendering = max(choices, key=lambda c: (_readable(c[0], c[1]), c[1]))
+            t, conf, rendering = max(choices[j], key=lambda c: (_readable(c[0], c[1]), c[1]))
             alnum = sum(c.isalnum() for c in t)
             if b[3] - b[1] > MAX_TEXT_HEIGHT and (alnum < 3 or conf < 0.9):
                 continue  # a blob of anatomy read as one or two letters
@@ -289,6 +296,10 @@ class TextFinder:
         # alone: three letters or digits, or two in a word of full text height read surely
         # (texture read as "at" in a 6 px word of an ultrasound frame)
         return alnum >= 3 or (alnum == 2 and height >= 8 and word.confidence >= 0.9)
+
+
+#: A reading this sure (and readable) in the first rendering is not read again in the others.
+SURE_READING = 0.9
 
 
 def _readable(text: str, conf: float) -> bool:
