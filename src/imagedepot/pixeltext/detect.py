@@ -42,7 +42,7 @@ from collections.abc import Callable
 import numpy as np
 
 from imagedepot.pixeltext import engines, lines
-from imagedepot.pixeltext.kernels import _kernels
+from imagedepot.pixeltext.kernels import _kernels, kernel_box
 from imagedepot.pixeltext.regions import (
     MAX_TESSERACT_HEIGHT,
     MAX_TEXT_HEIGHT,
@@ -187,21 +187,10 @@ class TextFinder:
         if scale != 1:
             crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
         prob = self.detector.probability(crop)
-        h, w = stack.shape[:2]
         boxes: list[Box] = []
         scores: list[float] = []
-        for x, y, bw, bh, score in _kernels(prob, self.settings, scale):
-            grow = round(bw * bh * 1.6 / (2.0 * (bw + bh)))
-            bx0 = (x - grow) / scale + x0
-            by0 = (y - grow) / scale + y0
-            bx1 = (x + bw + grow) / scale + x0
-            by1 = (y + bh + grow) / scale + y0
-            box = (
-                max(0, int(np.floor(bx0))),
-                max(0, int(np.floor(by0))),
-                min(w, int(np.ceil(bx1))),
-                min(h, int(np.ceil(by1))),
-            )
+        for *kernel, score in _kernels(prob, self.settings, scale):
+            box = kernel_box(kernel, scale=scale, origin=(x0, y0), shape=stack.shape)
             if box[3] - box[1] < MIN_TEXT_HEIGHT or box[2] - box[0] < MIN_TEXT_HEIGHT // 2:
                 continue  # too small to be legible
             boxes.append(box)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import numpy as np
 
-from imagedepot.pixeltext.regions import MIN_TEXT_HEIGHT, DetectorSettings
+from imagedepot.pixeltext.regions import MIN_TEXT_HEIGHT, Box, DetectorSettings
 
 #: A row of a kernel whose mean probability is under this share of its highest row's lies
 #: between two lines of text.
@@ -78,3 +79,24 @@ def _stacked_lines(sub: np.ndarray, own: np.ndarray) -> list[tuple[int, int]] | 
     cuts = [a1 + int(np.argmin(profile[a1:b0])) for (_, a1), (b0, _) in itertools.pairwise(bands)]
     edges = [0, *cuts, own.shape[0]]
     return list(itertools.pairwise(edges))
+
+
+def kernel_box(
+    kernel: Sequence[int],
+    *,
+    scale: int,
+    origin: tuple[int, int],
+    shape: tuple[int, ...],
+) -> Box:
+    """The text box of a kernel ``(x, y, width, height)`` found in a picture read at ``scale``
+    whose top-left corner lies at ``origin`` (x, y) of an image of ``shape``: grown as DB grows
+    its kernels (by area x 1.6 / perimeter), back in image pixels, clipped to the image."""
+    x, y, kw, kh = kernel
+    grow = round(kw * kh * 1.6 / (2.0 * (kw + kh)))
+    ox, oy = origin
+    return (
+        max(0, int(np.floor((x - grow) / scale + ox))),
+        max(0, int(np.floor((y - grow) / scale + oy))),
+        min(shape[1], int(np.ceil((x + kw + grow) / scale + ox))),
+        min(shape[0], int(np.ceil((y + kh + grow) / scale + oy))),
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from imagedepot.pixeltext import engines
-from imagedepot.pixeltext.kernels import _kernels
+from imagedepot.pixeltext.kernels import _kernels, kernel_box
 from imagedepot.pixeltext.regions import (
     MAX_TEXT_HEIGHT,
     MIN_TEXT_HEIGHT,
@@ -76,16 +76,10 @@ def complete_lines(
         for tile in tiles((0, 0, bx1 - bx0, by1 - by0), settings.tile, settings.overlap):
             tx0, ty0, tx1, ty1 = tile
             prob = detector.probability(np.dstack([p[ty0:ty1, tx0:tx1] for p in planes]))
-            for x, y, kw, kh, _ in _kernels(prob, settings, 1):
-                grow = round(kw * kh * 1.6 / (2.0 * (kw + kh)))
-                seen.append(
-                    (
-                        max(0, bx0 + tx0 + x - grow),
-                        max(0, by0 + ty0 + y - grow),
-                        min(w, bx0 + tx0 + x + kw + grow),
-                        min(h, by0 + ty0 + y + kh + grow),
-                    )
-                )
+            seen += [
+                kernel_box(kernel, scale=1, origin=(bx0 + tx0, by0 + ty0), shape=img.shape)
+                for *kernel, _ in _kernels(prob, settings, 1)
+            ]
         hull = _continuation(seen, line)
         if hull is None or _covered(hull, found + out):
             continue

@@ -22,15 +22,19 @@ def test_a_line_of_letters_holds_characters(value: int, background: int) -> None
     assert detect.has_characters(img, (0, 0, 256, 64))
 
 
-def test_anatomy_like_shapes_hold_no_characters() -> None:
+def _anatomy_like() -> np.ndarray:
+    """A table edge (a long shallow curve), two round vessels side by side, one lone blob."""
     img = np.full((96, 320), 30, np.uint8)
-    # a table edge (a long shallow curve), two round vessels side by side, one lone blob
     pts = np.array([[x, 70 + int(4 * np.sin(x / 60))] for x in range(10, 310, 5)], np.int32)
     cv2.polylines(img, [pts], False, 200, 2)
     cv2.circle(img, (60, 30), 5, 220, -1)
     cv2.circle(img, (76, 31), 5, 220, -1)
     cv2.ellipse(img, (200, 30), (20, 12), 0, 0, 360, 220, -1)
-    assert not detect.has_characters(img, (0, 0, 320, 96))
+    return img
+
+
+def test_anatomy_like_shapes_hold_no_characters() -> None:
+    assert not detect.has_characters(_anatomy_like(), (0, 0, 320, 96))
 
 
 def test_an_empty_or_tiny_box_holds_no_characters() -> None:
@@ -81,13 +85,7 @@ def test_a_line_of_text_is_a_row_of_glyphs(value: int, background: int) -> None:
 
 
 def test_anatomy_like_shapes_are_no_row_of_glyphs() -> None:
-    img = np.full((96, 320), 30, np.uint8)
-    pts = np.array([[x, 70 + int(4 * np.sin(x / 60))] for x in range(10, 310, 5)], np.int32)
-    cv2.polylines(img, [pts], False, 200, 2)
-    cv2.circle(img, (60, 30), 5, 220, -1)
-    cv2.circle(img, (76, 31), 5, 220, -1)
-    cv2.ellipse(img, (200, 30), (20, 12), 0, 0, 360, 220, -1)
-    assert detect.glyph_row(img, (0, 0, 320, 96)) < detect.GLYPHS_IN_STROKES
+    assert detect.glyph_row(_anatomy_like(), (0, 0, 320, 96)) < detect.GLYPHS_IN_STROKES
 
 
 def test_the_glyph_screen_keeps_text_areas_and_drops_text_free_ct(tmp_path) -> None:

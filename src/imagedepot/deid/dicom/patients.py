@@ -18,7 +18,7 @@ from imagedepot.deid.dicom.reading import (
     _holds_dicom_attributes,
     _quiet_pydicom,
 )
-from imagedepot.deid.dicom.report import DeidReport
+from imagedepot.deid.dicom.report import DeidReport, without_paths
 from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.errors import InputError
 from imagedepot.io import atomic_path, check_overwrite
@@ -151,17 +151,12 @@ class PatientsReport:
     def to_dict(self, *, include_private: bool = False) -> dict[str, Any]:
         """Plain-JSON form; without linkage and input paths unless ``include_private``."""
 
-        def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if include_private:
-                return [dict(r) for r in rows]
-            return [{k: v for k, v in r.items() if k != "path"} for r in rows]
-
         out: dict[str, Any] = {
             "output": self.output,
             "subjects": [r.to_dict(include_private=include_private) for r in self.subjects],
             "n_written": sum(len(r.files_written) for r in self.subjects),
-            "skipped": strip(self.skipped),
-            "errors": strip(self.errors),
+            "skipped": without_paths(self.skipped, include_private=include_private),
+            "errors": without_paths(self.errors, include_private=include_private),
             "excluded": [dict(r) for r in self.excluded],
         }
         if include_private:

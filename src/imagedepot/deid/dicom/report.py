@@ -8,6 +8,14 @@ from typing import Any
 from imagedepot.deid import profile
 
 
+def without_paths(rows: list[dict[str, Any]], *, include_private: bool) -> list[dict[str, Any]]:
+    """Copies of report rows (skipped files, errors), their input ``path`` left out unless
+    ``include_private`` (paths name the originals: trusted zone only)."""
+    if include_private:
+        return [dict(r) for r in rows]
+    return [{k: v for k, v in r.items() if k != "path"} for r in rows]
+
+
 @dataclass
 class DeidReport:
     """What :func:`deidentify_dicom` did.
@@ -40,11 +48,6 @@ class DeidReport:
     def to_dict(self, *, include_private: bool = False) -> dict[str, Any]:
         """Plain-JSON form (without linkage and input paths unless ``include_private``)."""
 
-        def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-            if include_private:
-                return [dict(r) for r in rows]
-            return [{k: v for k, v in r.items() if k != "path"} for r in rows]
-
         out: dict[str, Any] = {
             "output": self.output,
             "files_written": list(self.files_written),
@@ -60,8 +63,8 @@ class DeidReport:
             "pixel_text_engine": dict(self.pixel_text_engine),
             "ocr_files": self.ocr_files,
             "ocr_sampled_out": self.ocr_sampled_out,
-            "skipped": strip(self.skipped),
-            "errors": strip(self.errors),
+            "skipped": without_paths(self.skipped, include_private=include_private),
+            "errors": without_paths(self.errors, include_private=include_private),
         }
         if include_private:
             out["linkage"] = [list(row) for row in self.linkage]
