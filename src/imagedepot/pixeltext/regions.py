@@ -76,11 +76,13 @@ class TextRegion:
 
 @dataclass
 class Area:
-    """A candidate area of an image and the height of the strokes seen in it."""
+    """A candidate area of an image, the height of the strokes seen in it, its line-shaped
+    groups of strokes (``children``) and, after the glyph screen, its rows of glyphs."""
 
     box: Box
     stroke_height: int = 0
     children: list[Box] = field(default_factory=list)
+    rows: list[Box] = field(default_factory=list)
 
 
 def _overlaps(a: Box, b: Box) -> bool:

@@ -114,3 +114,118 @@ def test_the_glyph_screen_keeps_text_areas_and_drops_text_free_ct(tmp_path) -> N
             free_candidates += bool(cand)
     assert free_candidates >= 5  # the candidate screen fires on anatomy...
     assert free_kept <= 1  # ... the glyph screen (almost) never does
+
+
+def test_the_glyph_screen_gives_the_rows_it_found() -> None:
+    img = np.full((96, 320), 30, np.uint8)
+    _text(img, "DOE JOHN 1234", (20, 60), 230)
+    areas = detect.candidate_regions(img, detect.DetectorSettings(screen="glyphs"))
+    rows = [r for a in areas for r in a.rows]
+    assert rows
+    # the row lies on the line of text (rows 48-62 of the picture), not on the whole area
+    assert all(40 <= (r[1] + r[3]) / 2 <= 64 and r[3] - r[1] <= 24 for r in rows), rows
+
+
+def test_rows_the_detector_does_not_confirm_are_not_read_whole(tmp_path, monkeypatch) -> None:
+    """An area passed by the glyph screen is read whole only when the detector finds text on
+    its rows (read with a little room around them): anatomy that makes a row of letter-like
+    shapes (this series has three such slices) costs a small reading, not a pass over most
+    of the slice and a reading of every box."""
+    import pydicom
+
+    from imagedepot.pixeltext.render import Renderer, frames
+    from imagedepot.synthetic.burned_in import make_series
+
+    settings = detect.DetectorSettings(tesseract=False)
+    tf = detect.TextFinder(settings)
+    sizes: list[tuple[int, ...]] = []
+    real = tf.detector.probability
+
+    def spy(crop: np.ndarray) -> np.ndarray:
+        sizes.append(crop.shape[:2])
+        return real(crop)
+
+    monkeypatch.setattr(tf.detector, "probability", spy)
+    passed = 0
+    for case in make_series(tmp_path, slices=16, rows=256, seed=5):
+        ds = pydicom.dcmread(case.path)
+        renderings = Renderer(ds).renderings(frames(ds)[0])
+        passed += any(
+            a.rows for _, img in renderings for a in detect.candidate_regions(img, settings)
+        )
+        assert tf.find_frame(renderings) == [], case.name
+    assert passed >= 2
+    assert sizes, "the rows were not read at all"
+    assert all(h * w <= 96 * 160 for h, w in sizes), sizes
+    assert "recognizer" not in tf.__dict__  # nothing was read
+
+
+def test_text_rows_are_confirmed_and_read_whole() -> None:
+    img = np.full((160, 400), 40, np.uint8)
+    cv2.ellipse(img, (280, 80), (80, 60), 0, 0, 360, 120, -1)  # an organ beside the text
+    _text(img, "DOE JOHN 1234", (150, 140), 235, 0.6)
+    found = detect.TextFinder(detect.DetectorSettings(tesseract=False)).find(img)
+    assert any("1234" in r.text for r in found), found
+
+
+def test_the_networks_load_only_when_an_area_passes_the_screen() -> None:
+    tf = detect.TextFinder(detect.DetectorSettings(tesseract=False))
+    flat = np.full((256, 256), 60, np.uint8)
+    cv2.GaussianBlur(flat, (5, 5), 2, dst=flat)
+    assert tf.find(flat) == []
+    assert "detector" not in tf.__dict__ and "recognizer" not in tf.__dict__
+    img = flat.copy()
+    _text(img, "DOE JOHN 1234", (10, 120), 230)
+    assert tf.find(img)
+    assert "detector" in tf.__dict__ and "recognizer" in tf.__dict__
+
+
+def test_the_recogniser_reads_short_and_long_lines_at_their_own_width() -> None:
+    rec = engines.Recognizer()
+    assert rec.impl.rec_batch_num == 1 and rec.impl.rec_image_shape[2] == engines.REC_MIN_WIDTH
+    crops = []
+    for text in ("HFS", "DOE^JOHN 19700101 MRN 4471902"):
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.9, 2)
+        crop = np.full((th + 20, tw + 20), 20, np.uint8)
+        cv2.putText(crop, text, (10, th + 10), cv2.FONT_HERSHEY_SIMPLEX, 0.9, 235, 2, cv2.LINE_AA)
+        crops.append(crop)
+    (short, c1), (long_, c2) = rec.read(crops)
+    assert short.replace(" ", "") == "HFS" and c1 > 0.8, (short, c1)
+    assert "4471902" in long_ and "19700101" in long_ and c2 > 0.8, (long_, c2)
+
+
+def test_component_stats_match_opencvs_default_labelling() -> None:
+    from imagedepot.pixeltext.screen import _component_stats
+
+    rng = np.random.default_rng(1)
+    for shape in ((64, 80), (512, 512)):
+        mask = (rng.random(shape) > 0.7).astype(np.uint8)
+        _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+        assert np.array_equal(_component_stats(mask), stats[1:])
+
+
+def test_lines_split_together_give_the_glyphs_of_each_line_split_alone() -> None:
+    """The two-level split of many lines is labelled in one packed picture: each line gets
+    exactly the parts that labelling it on its own gives (lines overlap here, and one is
+    wider than the packing width)."""
+    from imagedepot.pixeltext.screen import _glyphs, _split_glyphs
+
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur((rng.random((300, 700)) * 255).astype(np.uint8), (5, 5), 1.5)
+    _text(img, "DOE^JANE 4471902", (20, 60), 250)
+    _text(img, "12/03/1970", (30, 70), 10, scale=0.4)
+    lines = [(10, 40, 260, 80), (20, 55, 200, 90), (0, 100, 700, 130), (300, 200, 340, 215)]
+    lines += [(x, y, x + 25 + x % 40, y + 12 + y % 9) for x, y in rng.integers(0, 250, (30, 2))]
+
+    def alone(box: tuple[int, int, int, int]) -> list[tuple[int, int, int, int]]:
+        x0, y0, x1, y1 = box
+        _, light = cv2.threshold(img[y0:y1, x0:x1], 0, 1, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        dark = 1 - light
+        for mask in (light, dark):
+            mask[[0, -1], :] = 0
+            mask[:, [0, -1]] = 0
+        return sorted(_glyphs(light) + _glyphs(dark))
+
+    together = _split_glyphs(img, lines)
+    assert [sorted(g) for g in together] == [alone(b) for b in lines]
+    assert len(together[0]) >= 8  # the name and ID are glyphs of the first line

@@ -20,9 +20,8 @@ from imagedepot.deid.pseudonym import Pseudonymizer
 from imagedepot.deid.recipe import Recipe
 from imagedepot.errors import InputError
 from imagedepot.pixeltext import identifiers as text_ids
-from imagedepot.pixeltext.dicom import (
-    PixelTextSettings,
-)
+from imagedepot.pixeltext.dicom import PixelTextSettings, finder
+from imagedepot.pixeltext.engines import EngineUnavailable
 
 #: Files handed to a worker at a time.
 _CHUNK_FILES = 16
@@ -132,6 +131,17 @@ def _run_chunk(
     return out
 
 
+def _prepare_text(settings: PixelTextSettings) -> None:
+    """The text finder and the detector's runtime imported here once (forked workers inherit
+    them; each loads the networks itself, on first use). A missing engine is left for each
+    file to report."""
+    try:
+        finder(settings.detector)
+        import onnxruntime  # noqa: F401
+    except (EngineUnavailable, ImportError):
+        pass
+
+
 def _worker_chunk(chunk: Sequence[tuple[int, Path]], target_dir: Path) -> list[_Result]:
     with _quiet_pydicom():
         return _run_chunk(_WORKER["engine"], chunk, target_dir, None)
@@ -158,6 +168,8 @@ def _results(
     import pydicom  # noqa: F401 - imported once here, inherited by forked workers
 
     setup.engine()  # compiles the profile plan here once: forked workers inherit it
+    if setup.pixel_text is not None:
+        _prepare_text(setup.pixel_text)
     method = "fork" if sys.platform.startswith("linux") else "spawn"
     # Objects that exist now are shared with forked workers: kept out of the workers' garbage
     # collections, which would otherwise touch (and so copy) every inherited page.
