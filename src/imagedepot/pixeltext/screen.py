@@ -190,15 +190,22 @@ def _glyphs(mask: np.ndarray) -> list[Box]:
 
 def _component_stats(mask: np.ndarray) -> np.ndarray:
     """``(x, y, width, height, pixels)`` of each 8-connected part of ``mask`` (background
-    left out). Labels are 16-bit where that cannot overflow."""
+    left out), labelled within the bounding box of its set pixels (labelling costs per pixel,
+    set or not). Labels are 16-bit where that cannot overflow."""
     import cv2
 
-    small = mask.shape[0] * mask.shape[1] <= 4 * 65000
-    ltype = cv2.CV_16U if small else cv2.CV_32S
+    x, y, w, h = cv2.boundingRect(mask)
+    if w == 0:
+        return np.zeros((0, 5), dtype=np.int32)
+    crop = mask[y : y + h, x : x + w]
+    ltype = cv2.CV_16U if w * h <= 4 * 65000 else cv2.CV_32S
     # Grana's block-based labelling: the same parts, three times as fast as the default with
     # 32-bit labels (OpenCV 5.1, 512 x 512)
-    _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(mask, 8, ltype, cv2.CCL_GRANA)
-    return np.asarray(stats[1:])
+    _, _, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(crop, 8, ltype, cv2.CCL_GRANA)
+    out = np.array(stats[1:])
+    out[:, 0] += x
+    out[:, 1] += y
+    return out
 
 
 def _chains(glyphs: list[Box]) -> tuple[list[Box], list[int], list[int]]:
