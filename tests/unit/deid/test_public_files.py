@@ -52,6 +52,7 @@ PYDICOM_FLAGGED = [
     "image_dfl.dcm",
     "SC_rgb_small_odd.dcm",
     "examples_palette.dcm",
+    "SC_rgb_jpeg.dcm",  # says explicit VR, is encoded implicit
 ]
 #: pydicom's character-set files: names in Latin, Greek, Cyrillic, Arabic, Hebrew, Japanese,
 #: Korean and Chinese, in every encoding DICOM allows. They are Modality OT images: copied with
@@ -191,6 +192,41 @@ def test_pydicom_files_that_may_carry_text_are_read(tmp_path: Path, name: str) -
         (text,) = report.pixel_text
         assert text["blanked"] and "text" not in text["regions"][0]  # boxes, never the text
         assert pydicom.dcmread(out).BurnedInAnnotation == "NO"
+
+
+@needs_dciodvfy
+def test_a_data_set_encoded_otherwise_than_its_transfer_syntax_says_is_written_anew(
+    tmp_path: Path,
+) -> None:
+    """SC_rgb_jpeg.dcm declares Explicit VR but is encoded implicit: pydicom reads it but keeps
+    the elements it was not asked for without a VR, and its writer failed on them (the batch
+    stopped). Written in the declared encoding, readable, and no new IOD error."""
+    path = pydicom_file("SC_rgb_jpeg.dcm")
+    out = tmp_path / "out" / "x.dcm"
+    report = deidentify_dicom(
+        path, out, policy_options={"clean_pixel_data"}, pseudonymizer=pz(), subject="S"
+    )
+    assert report.files_written == ["x.dcm"] and not report.errors
+    ds = pydicom.dcmread(out)
+    assert ds.file_meta.TransferSyntaxUID == pydicom.dcmread(path).file_meta.TransferSyntaxUID
+    assert ds.ImageType == ["DERIVED", "SECONDARY", "OTHER"]
+    assert ds.pixel_array.shape == (256, 256, 3)
+    assert new_errors(iod_errors(path), iod_errors(out)) == []
+
+
+def test_a_data_set_pydicom_cannot_write_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    """What the writer cannot encode (here a number element holding text) is an input error
+    naming the file, and no partial file is left."""
+    from imagedepot.deid.dicom.writing import _Done, _write
+
+    src = pydicom_file("CT_small.dcm")
+    ds = pydicom.dcmread(src)
+    ds.add_new(0x00181020, "US", "not a number")
+    dest = tmp_path / "x.dcm"
+    with pytest.raises(InputError) as info:
+        _write(_Done(ds, "x.dcm", [], [], "P", None), src, dest, exclusive=True)
+    assert info.value.path == str(src) and "cannot write" in info.value.reason
+    assert not dest.exists()
 
 
 def test_clean_descriptors_on_non_ascii_names_leaves_nothing(tmp_path: Path) -> None:

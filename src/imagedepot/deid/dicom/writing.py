@@ -4,6 +4,7 @@ be."""
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ def _raw_pixel_span(ds: Any, path: Path, tsyntax: str) -> tuple[int, int, bytes]
     deflated; then the output gets the very same bytes (no decode, no re-encode).
     """
     from pydicom.dataelem import RawDataElement
-    from pydicom.uid import DeflatedExplicitVRLittleEndian
+    from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 
     if tsyntax == DeflatedExplicitVRLittleEndian or 0x7FE00010 not in ds:
         return None
@@ -41,6 +42,8 @@ def _raw_pixel_span(ds: Any, path: Path, tsyntax: str) -> tuple[int, int, bytes]
     elem = ds.get_item(0x7FE00010, keep_deferred=True)
     if not isinstance(elem, RawDataElement) or elem.value is not None:
         return None
+    if elem.is_implicit_VR != UID(tsyntax).is_implicit_VR:
+        return None  # encoded otherwise than its transfer syntax says: written anew, not copied
     header = 8 if elem.is_implicit_VR or elem.VR not in _LONG_HEADER_VRS else 12
     start = elem.value_tell - header
     size = os.path.getsize(path)
@@ -73,21 +76,56 @@ def _write_header(fh: Any, ds: Any) -> None:
     write_dataset(fp, ds)
 
 
+#: What pydicom's writer raises on a data set it cannot encode.
+_WRITE_ERRORS = (TypeError, ValueError, KeyError, AttributeError, struct.error, OverflowError)
+
+
+def _unwritable(exc: BaseException) -> bool:
+    """True for an error of encoding the data set (pydicom also raises a bare ``OSError``, with
+    no error number, for a value it cannot encode), not of the disk."""
+    return isinstance(exc, _WRITE_ERRORS) or (isinstance(exc, OSError) and exc.errno is None)
+
+
+def _write_dataset(fh: Any, ds: Any, *, header_only: bool) -> None:
+    from pydicom import dcmwrite
+
+    if header_only:
+        _write_header(fh, ds)
+    else:
+        dcmwrite(fh, ds, enforce_file_format=True)
+
+
 def _write(done: _Done, src: Path, dest: Path, *, exclusive: bool) -> None:
     """Write the cleaned data set; append the input's pixel data element as is if it was kept
     out of the data set. ``exclusive`` refuses an existing file (a duplicate instance)."""
-    from pydicom import dcmwrite
-
     try:
         fh = open(dest, "xb" if exclusive else "wb")  # noqa: SIM115 - closed below
     except FileExistsError:
         raise InputError(src, "duplicate SOPInstanceUID (the same instance twice)") from None
     try:
         with fh:
-            if done.raw is not None:
-                _write_header(fh, done.ds)
-            else:
-                dcmwrite(fh, done.ds, enforce_file_format=True)
+            try:
+                _write_dataset(fh, done.ds, header_only=done.raw is not None)
+            except Exception as exc:
+                if not _unwritable(exc):
+                    raise
+                # elements read in another VR encoding than the transfer syntax says (pydicom
+                # then keeps them without a VR): read each one in, with its dictionary VR, and
+                # write again
+                for _ in done.ds.iterall():
+                    pass
+                fh.seek(0)
+                fh.truncate()
+                try:
+                    _write_dataset(fh, done.ds, header_only=done.raw is not None)
+                except Exception as again:
+                    if not _unwritable(again):
+                        raise
+                    raise InputError(
+                        src,
+                        f"cannot write the de-identified data set ({type(again).__name__}: "
+                        f"{str(again).splitlines()[0] if str(again) else ''})",
+                    ) from again
             if done.raw is not None:
                 start, end, tag = done.raw
                 with open(src, "rb") as inp:
