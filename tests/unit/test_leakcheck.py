@@ -441,3 +441,40 @@ def test_coding_scheme_uids_and_common_words_are_not_identifiers(tmp_path: Path)
     assert "1.2.276.0.7230010.3.0.0.1" not in ids  # names a coding scheme, kept on purpose
     assert "Here" not in ids  # a common word, not an institution on its own
     assert STUDY_UID in ids
+
+
+def test_enumerated_sr_code_strings_are_words_of_the_standard(tmp_path: Path) -> None:
+    """An observer named "Text Contains" (reportsi.dcm's is "Enter text"): the Value Type TEXT
+    and the Relationship Type CONTAINS of the report tree are the standard's words, not the
+    name; the name in a free-text element, or in a code string that is not an enumerated
+    value, is still found."""
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    original = pydicom.dcmread(make_dicom(inbox / "IM0001.dcm"))
+    observer = Dataset()
+    observer.PersonName = "Contains^Text"
+    original.ContentSequence = [observer]
+    original.save_as(inbox / "IM0001.dcm")
+    ids = harvest([inbox])
+
+    runs = iter(range(3))
+
+    def released(value_type: str, relationship: str, comment: str) -> Path:
+        out = tmp_path / f"out{next(runs)}"  # (a folder name is scanned too)
+        out.mkdir()
+        ds = Dataset()
+        ds.file_meta = original.file_meta
+        ds.SOPClassUID, ds.SOPInstanceUID = MR_STORAGE, generate_uid(prefix="2.25.")
+        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+        item = Dataset()
+        item.ValueType, item.RelationshipType = value_type, relationship
+        item.TextValue = comment
+        ds.ContentSequence = [item]
+        pydicom.dcmwrite(out / "0001.dcm", ds, enforce_file_format=True)
+        return out
+
+    assert scan(ids, [released("TEXT", "CONTAINS", "no comment")]).status == "clean"
+    free_text = scan(ids, [released("TEXT", "CONTAINS", "seen by Text Contains")])
+    assert {h["location"] for h in free_text.hits} == {"ContentSequence[0].TextValue"}
+    not_enumerated = scan(ids, [released("CONTAINS TEXT", "CONTAINS", "")])
+    assert {h["location"] for h in not_enumerated.hits} == {"ContentSequence[0].ValueType"}

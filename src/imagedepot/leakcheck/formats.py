@@ -60,6 +60,44 @@ _BINARY_VRS = frozenset({"OB", "OW", "OD", "OF", "OL", "OV", "UN", "OB or OW", "
 _SKIP_KEYWORDS = frozenset(
     {"PixelData", "FloatPixelData", "DoubleFloatPixelData", "OverlayData", "WaveformData"}
 )
+#: Code strings of a structured report's tree whose values the standard enumerates (PS3.3
+#: C.17.3: Value Type, Relationship Type, Continuity Of Content): such a value is a word of the
+#: standard and holds no one's identity, even when it equals part of a name ("Enter text" as an
+#: observer's name and the Value Type TEXT). Any other value of these attributes is scanned.
+_ENUMERATED = {
+    "ValueType": frozenset(
+        {
+            "TEXT",
+            "NUM",
+            "CODE",
+            "DATETIME",
+            "DATE",
+            "TIME",
+            "UIDREF",
+            "PNAME",
+            "COMPOSITE",
+            "IMAGE",
+            "WAVEFORM",
+            "SCOORD",
+            "SCOORD3D",
+            "TCOORD",
+            "CONTAINER",
+            "TABLE",
+        }
+    ),
+    "RelationshipType": frozenset(
+        {
+            "CONTAINS",
+            "HAS PROPERTIES",
+            "HAS OBS CONTEXT",
+            "HAS ACQ CONTEXT",
+            "INFERRED FROM",
+            "SELECTED FROM",
+            "HAS CONCEPT MOD",
+        }
+    ),
+    "ContinuityOfContent": frozenset({"SEPARATE", "CONTINUOUS"}),
+}
 
 
 def walk_dicom(ds: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -95,8 +133,13 @@ def dicom_values(elem: Any) -> list[str]:
     if vr and vr not in _TEXT_VRS and vr not in _BINARY_VRS:
         return []
     if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return [str(v) for v in value if v is not None]
-    return [str(value)]
+        values = [str(v) for v in value if v is not None]
+    else:
+        values = [str(value)]
+    enumerated = _ENUMERATED.get(keyword)
+    if enumerated is not None and vr == "CS":
+        values = [v for v in values if v.strip() not in enumerated]
+    return values
 
 
 def read_dicom(path: Path, *, force: bool) -> Any | None:

@@ -100,23 +100,11 @@ def deid_data(rel: str) -> Path:
     return path
 
 
-#: Leak-gate hits that are not leaks: reportsi.dcm's observer is called "Enter text", and the
-#: Value Type of its TEXT content items (a defined term the SR structure needs, kept by D on
-#: Content Sequence) is that word. The gate still flags it (fail closed); the test names it.
-NOT_LEAKS = {
-    "reportsi.dcm": {
-        "ContentSequence[2].ValueType",
-        "ContentSequence[4].ContentSequence[0].ValueType",
-    }
-}
-
-
 def assert_no_leak(original: Path, out: Path, options: frozenset[str] = frozenset()) -> None:
     report = leakcheck([original], [out], allow_kinds=allowed_kinds_for_options(options))
     assert report.identifiers, "the leak gate harvested nothing to look for"
     hits = report.to_dict()["hits"]
-    expected = NOT_LEAKS.get(original.name, set())
-    assert [h for h in hits if h["location"] not in expected] == [], hits
+    assert hits == []
 
 
 @pytest.mark.parametrize(
