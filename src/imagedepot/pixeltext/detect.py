@@ -210,21 +210,27 @@ class TextFinder:
         there (the run without it has the same recall), so the second engine is kept where the
         detector sees text, not where it sees none.
         """
-        import cv2
-
         h, w = img.shape
         crops = merge_boxes(
             [_grow_box(r, max(16, ROW_CONTEXT * (r[3] - r[1])), (h, w)) for r in area.rows]
         )
-        for x0, y0, x1, y1 in crops:
-            crop = img[y0:y1, x0:x1]
-            if scale != 1:
-                crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-            for *kernel, _ in _kernels(self.detector.probability(crop), self.settings, scale):
-                box = kernel_box(kernel, scale=scale, origin=(x0, y0), shape=(h, w))
-                if box[3] - box[1] >= MIN_TEXT_HEIGHT and box[2] - box[0] >= MIN_TEXT_HEIGHT // 2:
-                    return True
-        return False
+        return any(self._boxes(img, crop, scale) for crop in crops)
+
+    def _boxes(self, stack: np.ndarray, tile: Box, scale: int) -> list[tuple[Box, float]]:
+        """The detector's legible boxes (image coordinates) and scores in ``tile`` of ``stack``
+        (one rendering, or several stacked as colour planes), read at ``scale``."""
+        import cv2
+
+        x0, y0, x1, y1 = tile
+        crop = stack[y0:y1, x0:x1]
+        if scale != 1:
+            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+        out = []
+        for *kernel, score in _kernels(self.detector.probability(crop), self.settings, scale):
+            box = kernel_box(kernel, scale=scale, origin=(x0, y0), shape=stack.shape)
+            if box[3] - box[1] >= MIN_TEXT_HEIGHT and box[2] - box[0] >= MIN_TEXT_HEIGHT // 2:
+                out.append((box, score))  # others are too small to be legible
+        return out
 
     def _complete_lines(
         self, img: np.ndarray, seeds: list[TextRegion], found: list[TextRegion], frame: int
@@ -240,23 +246,11 @@ class TextFinder:
         scale: int,
         frame: int,
     ) -> list[TextRegion]:
-        import cv2
-
-        x0, y0, x1, y1 = tile
-        crop = stack[y0:y1, x0:x1]
-        if scale != 1:
-            crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-        prob = self.detector.probability(crop)
-        boxes: list[Box] = []
-        scores: list[float] = []
-        for *kernel, score in _kernels(prob, self.settings, scale):
-            box = kernel_box(kernel, scale=scale, origin=(x0, y0), shape=stack.shape)
-            if box[3] - box[1] < MIN_TEXT_HEIGHT or box[2] - box[0] < MIN_TEXT_HEIGHT // 2:
-                continue  # too small to be legible
-            boxes.append(box)
-            scores.append(score)
-        if not boxes:
+        found = self._boxes(stack, tile, scale)
+        if not found:
             return []
+        boxes = [b for b, _ in found]
+        scores = [score for _, score in found]
         # every box in the first rendering; in the others only where that reading is not sure
         # (the recogniser is most of the time spent on an image with text)
         first = self.recognizer.read([_line_crop(group[0][1], b) for b in boxes])
