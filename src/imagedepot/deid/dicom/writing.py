@@ -86,13 +86,35 @@ def _unwritable(exc: BaseException) -> bool:
     return isinstance(exc, _WRITE_ERRORS) or (isinstance(exc, OSError) and exc.errno is None)
 
 
-def _write_dataset(fh: Any, ds: Any, *, header_only: bool) -> None:
+def _write_dataset(fh: Any, ds: Any, src: Path, *, header_only: bool) -> None:
+    """``ds`` written to ``fh`` (without its pixel data when ``header_only``).
+
+    A data set encoded otherwise than its transfer syntax says keeps the elements pydicom did
+    not read without a VR, and the writer fails on them: each is then read in (with its
+    dictionary VR) and the data set written again. What still cannot be encoded is an
+    :class:`InputError` naming ``src``.
+    """
     from pydicom import dcmwrite
 
-    if header_only:
-        _write_header(fh, ds)
-    else:
-        dcmwrite(fh, ds, enforce_file_format=True)
+    for attempt in (1, 2):
+        try:
+            if header_only:
+                _write_header(fh, ds)
+            else:
+                dcmwrite(fh, ds, enforce_file_format=True)
+            return
+        except Exception as exc:
+            if not _unwritable(exc):
+                raise
+            if attempt == 2:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                raise InputError(
+                    src, f"cannot write the de-identified data set ({type(exc).__name__}: {first})"
+                ) from exc
+        for _ in ds.iterall():
+            pass
+        fh.seek(0)
+        fh.truncate()
 
 
 def _write(done: _Done, src: Path, dest: Path, *, exclusive: bool) -> None:
@@ -104,28 +126,7 @@ def _write(done: _Done, src: Path, dest: Path, *, exclusive: bool) -> None:
         raise InputError(src, "duplicate SOPInstanceUID (the same instance twice)") from None
     try:
         with fh:
-            try:
-                _write_dataset(fh, done.ds, header_only=done.raw is not None)
-            except Exception as exc:
-                if not _unwritable(exc):
-                    raise
-                # elements read in another VR encoding than the transfer syntax says (pydicom
-                # then keeps them without a VR): read each one in, with its dictionary VR, and
-                # write again
-                for _ in done.ds.iterall():
-                    pass
-                fh.seek(0)
-                fh.truncate()
-                try:
-                    _write_dataset(fh, done.ds, header_only=done.raw is not None)
-                except Exception as again:
-                    if not _unwritable(again):
-                        raise
-                    raise InputError(
-                        src,
-                        f"cannot write the de-identified data set ({type(again).__name__}: "
-                        f"{str(again).splitlines()[0] if str(again) else ''})",
-                    ) from again
+            _write_dataset(fh, done.ds, src, header_only=done.raw is not None)
             if done.raw is not None:
                 start, end, tag = done.raw
                 with open(src, "rb") as inp:
